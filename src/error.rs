@@ -1,0 +1,38 @@
+//! Raising PostgreSQL errors with a SQLSTATE, a DETAIL and a HINT, the way core's ereport does.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+/// An error about to be raised; add a detail or hint, then `raise()`.
+pub struct SqlError(ErrorReport);
+
+pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> SqlError {
+    SqlError(ErrorReport::new(code, message.into(), "pg_softfk"))
+}
+
+impl SqlError {
+    pub fn detail(self, detail: impl Into<String>) -> Self {
+        SqlError(self.0.set_detail(detail))
+    }
+
+    pub fn hint(self, hint: impl Into<String>) -> Self {
+        SqlError(self.0.set_hint(hint))
+    }
+
+    /// ERROR: aborts the transaction; nothing the caller did in it is kept.
+    pub fn raise(self) -> ! {
+        self.0.report(PgLogLevel::ERROR);
+        unreachable!("ereport(ERROR) returned")
+    }
+}
+
+/// The argument must not be NULL (SQLSTATE 22004, as core says for NULL where a value is required).
+pub fn required<T>(value: Option<T>, argument: &str) -> T {
+    value.unwrap_or_else(|| {
+        error(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("{argument} must not be NULL"),
+        )
+        .raise()
+    })
+}

@@ -1,0 +1,479 @@
+//! The registry: which child columns are soft references to which parent keys.
+//!
+//! `softfk_add` checks a definition the way core checks `ALTER TABLE ... ADD FOREIGN KEY`
+//! (table kinds, ownership, REFERENCES privilege, a unique index on the parent key, comparable
+//! types) and only then writes one row to `softfk.reference`. Every check raises an error with
+//! a SQLSTATE before anything is written, so a refused call changes nothing.
+//!
+//! Like core, registering takes SHARE ROW EXCLUSIVE on the child and the parent: it blocks
+//! writes to both for the (short) registering transaction, and it serialises two sessions
+//! registering the same column, so the second one sees the first one's row and gets a clean
+//! "already has a soft reference" error instead of a unique violation.
+
+use std::ffi::CStr;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode::*;
+
+use crate::error::{error, required};
+
+/// What happens to child rows once their parent row is deleted.
+pub const ON_DELETE_ACTIONS: &[&str] = &["cascade", "set null", "archive", "no action"];
+/// When a child key is checked against the parent on write.
+pub const VALIDATE_MODES: &[&str] = &["deferred", "immediate", "off"];
+
+/// A registration, resolved against the current catalogs: everything the query builder
+/// (report.rs) needs, with identifiers already quoted.
+pub struct Reference {
+    /// `schema.table` of the child, quoted.
+    pub child_table: String,
+    /// true for a partitioned child (scanned with its partitions, not `ONLY`).
+    pub child_partitioned: bool,
+    /// The child column's current name, unquoted.
+    pub child_column: String,
+    pub parent_table: String,
+    pub parent_partitioned: bool,
+    pub parent_column: String,
+    /// The parent key's btree equality operator, as `schema.=`.
+    pub operator: String,
+    /// The type the child key is cast to before comparing (varchar -> text), if any.
+    pub child_cast: Option<String>,
+    pub child_oid: pg_sys::Oid,
+    pub parent_oid: pg_sys::Oid,
+}
+
+/// Every registration, or the one on `child`.`column`, resolved. Ordered by child, column.
+pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
+    const LOAD: &str = "
+        SELECT r.child_table::oid, format('%I.%I', cn.nspname, c.relname), c.relkind = 'p',
+               ca.attname::text,
+               r.parent_table::oid, format('%I.%I', pn.nspname, p.relname), p.relkind = 'p',
+               pa.attname::text,
+               k.operator, k.child_cast,
+               format_type(ca.atttypid, ca.atttypmod), format_type(pa.atttypid, pa.atttypmod)
+          FROM softfk.reference r
+          JOIN pg_class c ON c.oid = r.child_table
+          JOIN pg_namespace cn ON cn.oid = c.relnamespace
+          JOIN pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
+          JOIN pg_class p ON p.oid = r.parent_table
+          JOIN pg_namespace pn ON pn.oid = p.relnamespace
+          JOIN pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
+          LEFT JOIN LATERAL softfk.key_comparison(r.parent_table, r.parent_attnum,
+                                                  r.child_table, r.child_attnum) k ON true
+         WHERE $1 IS NULL OR (r.child_table = $1 AND ca.attname = $2)
+         ORDER BY 2, 4";
+    let (oid, column) = match only {
+        Some((oid, column)) => (Some(oid), Some(column)),
+        None => (None, None),
+    };
+    Spi::connect(|client| {
+        let rows = client
+            .select(LOAD, None, &[oid.into(), column.into()])
+            .expect("reading softfk.reference");
+        rows.map(|row| {
+            let text = |n: usize| row.get::<String>(n).expect("registry column").unwrap_or_default();
+            let operator = text(9);
+            if operator.is_empty() {
+                // The key types were changed (ALTER COLUMN TYPE) or the unique index dropped
+                // after registering.
+                error(
+                    ERRCODE_DATATYPE_MISMATCH,
+                    format!(
+                        "soft reference {}.{} -> {}.{} can no longer be checked",
+                        row.get::<String>(2).unwrap().unwrap_or_default(),
+                        quote_identifier(&text(4)),
+                        row.get::<String>(6).unwrap().unwrap_or_default(),
+                        quote_identifier(&text(8)),
+                    ),
+                )
+                .detail(format!(
+                    "The parent column needs a unique index comparable with the child column; types are {} and {}.",
+                    text(11),
+                    text(12)
+                ))
+                .hint("Drop the soft reference with softfk_drop() and register it again.")
+                .raise();
+            }
+            Reference {
+                child_oid: row.get(1).unwrap().unwrap(),
+                child_table: text(2),
+                child_partitioned: row.get(3).unwrap().unwrap_or(false),
+                child_column: text(4),
+                parent_oid: row.get(5).unwrap().unwrap(),
+                parent_table: text(6),
+                parent_partitioned: row.get(7).unwrap().unwrap_or(false),
+                parent_column: text(8),
+                operator,
+                child_cast: row.get::<String>(10).unwrap(),
+            }
+        })
+        .collect()
+    })
+}
+
+/// SQL: softfk_add(child regclass, child_column name, parent regclass,
+///                 parent_column name DEFAULT NULL (the primary key),
+///                 on_delete text DEFAULT 'cascade', validate text DEFAULT 'deferred')
+#[pg_extern(sql = false)]
+fn softfk_add(
+    child: Option<pg_sys::Oid>,
+    child_column: Option<&CStr>,
+    parent: Option<pg_sys::Oid>,
+    parent_column: Option<&CStr>,
+    on_delete: Option<&str>,
+    validate: Option<&str>,
+) {
+    let child = required(child, "child");
+    let child_column = name_arg(required(child_column, "child_column"));
+    let parent = required(parent, "parent");
+    let on_delete = one_of("on_delete", required(on_delete, "on_delete"), ON_DELETE_ACTIONS);
+    let validate = one_of("validate", required(validate, "validate"), VALIDATE_MODES);
+
+    let child_rel = Table::describe(child);
+    let parent_rel = Table::describe(parent);
+    child_rel.require_registrable("child");
+    parent_rel.require_registrable("parent");
+    child_rel.require_owner();
+    parent_rel.require_references_privilege();
+    child_rel.lock();
+    parent_rel.lock();
+
+    let child_col = child_rel.column(&child_column);
+    let parent_col = match parent_column {
+        Some(name) => parent_rel.column(&name_arg(name)),
+        None => parent_rel.primary_key_column(),
+    };
+    if child == parent && child_col.attnum == parent_col.attnum {
+        error(
+            ERRCODE_INVALID_FOREIGN_KEY,
+            format!("column \"{}\" cannot be a soft reference to itself", child_col.name),
+        )
+        .raise();
+    }
+    require_comparable(&child_rel, &child_col, &parent_rel, &parent_col);
+    if on_delete == "set null" && child_col.not_null {
+        error(
+            ERRCODE_INVALID_TABLE_DEFINITION,
+            format!(
+                "on_delete 'set null' needs a nullable column, but column \"{}\" of table \"{}\" is NOT NULL",
+                child_col.name, child_rel.name
+            ),
+        )
+        .hint("Use on_delete => 'cascade', or drop the NOT NULL constraint first.")
+        .raise();
+    }
+    if let Some(existing) = registered_parent(child, child_col.attnum) {
+        error(
+            ERRCODE_DUPLICATE_OBJECT,
+            format!(
+                "column \"{}\" of table \"{}\" already has a soft reference",
+                child_col.name, child_rel.name
+            ),
+        )
+        .detail(format!("It references {existing}."))
+        .hint("Remove it with softfk_drop() first to register it differently.")
+        .raise();
+    }
+
+    Spi::run_with_args(
+        "INSERT INTO softfk.reference
+                (child_table, child_column, parent_table, parent_column, on_delete, validate)
+         VALUES ($1::oid::regclass, $2, $3::oid::regclass, $4, $5, $6)",
+        &[
+            child.into(),
+            child_col.name.as_str().into(),
+            parent.into(),
+            parent_col.name.as_str().into(),
+            on_delete.into(),
+            validate.into(),
+        ],
+    )
+    .expect("writing softfk.reference");
+}
+
+/// SQL: softfk_drop(child regclass, child_column name)
+#[pg_extern(sql = false)]
+fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
+    let child = required(child, "child");
+    let child_column = name_arg(required(child_column, "child_column"));
+    let child_rel = Table::describe(child);
+    child_rel.require_owner();
+    child_rel.lock();
+    let column = child_rel.column(&child_column);
+    let removed = Spi::get_one_with_args::<i64>(
+        "WITH removed AS (DELETE FROM softfk.reference
+                           WHERE child_table = $1 AND child_attnum = $2 RETURNING id)
+         SELECT count(*) FROM removed",
+        &[child.into(), column.attnum.into()],
+    )
+    .expect("deleting from softfk.reference");
+    if removed == Some(0) {
+        error(
+            ERRCODE_UNDEFINED_OBJECT,
+            format!(
+                "column \"{}\" of table \"{}\" has no soft reference",
+                column.name, child_rel.name
+            ),
+        )
+        .hint("SELECT * FROM softfk_references lists the registered ones.")
+        .raise();
+    }
+}
+
+/// The parent a child column is registered to, as `"table"("column")`, if it is registered.
+fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
+    Spi::get_one_with_args::<String>(
+        "SELECT (SELECT format('%s(%I)', r.parent_table, a.attname)
+                   FROM softfk.reference r
+                   JOIN pg_attribute a ON a.attrelid = r.parent_table AND a.attnum = r.parent_attnum
+                  WHERE r.child_table = $1 AND r.child_attnum = $2)",
+        &[child.into(), attnum.into()],
+    )
+    .expect("reading softfk.reference")
+}
+
+/// `on_delete` and `validate` take one word from a fixed list; the error lists them.
+fn one_of(argument: &str, value: &str, valid: &[&'static str]) -> &'static str {
+    let wanted = value.trim().to_lowercase();
+    valid.iter().copied().find(|v| *v == wanted).unwrap_or_else(|| {
+        error(
+            ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid value for {argument}: \"{value}\""),
+        )
+        .hint(format!("Valid values are: {}.", valid.join(", ")))
+        .raise()
+    })
+}
+
+fn name_arg(name: &CStr) -> String {
+    name.to_string_lossy().into_owned()
+}
+
+fn quote_identifier(name: &str) -> String {
+    unsafe {
+        let c = std::ffi::CString::new(name).expect("identifier without NUL");
+        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned()
+    }
+}
+
+/// A table named in an API call, as the catalogs describe it now.
+struct Table {
+    oid: pg_sys::Oid,
+    /// Unqualified name, for messages (core's messages use the bare relation name too).
+    name: String,
+    relkind: String,
+    temporary: bool,
+    system: bool,
+    owned_by_caller: bool,
+    may_reference: bool,
+}
+
+struct Column {
+    attnum: i16,
+    name: String,
+    not_null: bool,
+    type_name: String,
+}
+
+impl Table {
+    fn describe(oid: pg_sys::Oid) -> Table {
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT c.relname::text, c.relkind::text, c.relpersistence = 't',
+                            n.nspname IN ('pg_catalog', 'information_schema')
+                              OR n.nspname LIKE 'pg\\_toast%',
+                            pg_has_role(c.relowner, 'USAGE'),
+                            has_table_privilege(c.oid, 'REFERENCES')
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                      WHERE c.oid = $1",
+                    None,
+                    &[oid.into()],
+                )
+                .expect("reading pg_class");
+            let Some(row) = rows.into_iter().next() else {
+                error(ERRCODE_UNDEFINED_TABLE, format!("relation with OID {oid} does not exist"))
+                    .raise()
+            };
+            Table {
+                oid,
+                name: row.get(1).unwrap().unwrap(),
+                relkind: row.get(2).unwrap().unwrap(),
+                temporary: row.get(3).unwrap().unwrap(),
+                system: row.get(4).unwrap().unwrap(),
+                owned_by_caller: row.get(5).unwrap().unwrap(),
+                may_reference: row.get(6).unwrap().unwrap(),
+            }
+        })
+    }
+
+    /// Soft references join ordinary or partitioned, permanent, user tables.
+    fn require_registrable(&self, role: &str) {
+        if self.system {
+            error(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied: \"{}\" is a system catalog", self.name),
+            )
+            .raise();
+        }
+        let kind = match self.relkind.as_str() {
+            "r" | "p" => None,
+            "v" => Some("a view"),
+            "m" => Some("a materialized view"),
+            "S" => Some("a sequence"),
+            "f" => Some("a foreign table"),
+            "i" | "I" => Some("an index"),
+            "c" => Some("a composite type"),
+            "t" => Some("a TOAST table"),
+            _ => Some("not a table"),
+        };
+        if let Some(kind) = kind {
+            error(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                format!("{role} \"{}\" is not a table", self.name),
+            )
+            .detail(format!(
+                "\"{}\" is {kind}; soft references join ordinary or partitioned tables.",
+                self.name
+            ))
+            .raise();
+        }
+        if self.temporary {
+            error(
+                ERRCODE_WRONG_OBJECT_TYPE,
+                format!("{role} \"{}\" is a temporary table", self.name),
+            )
+            .detail("Registrations are permanent; a temporary table cannot hold one.")
+            .raise();
+        }
+    }
+
+    fn require_owner(&self) {
+        if !self.owned_by_caller {
+            error(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be owner of table {}", self.name),
+            )
+            .raise();
+        }
+    }
+
+    /// As for a native foreign key, the caller needs REFERENCES on the parent.
+    fn require_references_privilege(&self) {
+        if !self.may_reference {
+            error(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied for table {}", self.name),
+            )
+            .detail("Registering a soft reference needs the REFERENCES privilege on the parent table.")
+            .raise();
+        }
+    }
+
+    fn lock(&self) {
+        unsafe {
+            pg_sys::LockRelationOid(self.oid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE)
+        };
+    }
+
+    fn column(&self, name: &str) -> Column {
+        let found = Spi::connect(|client| {
+            let rows = client
+                .select(
+                    "SELECT a.attnum, a.attname::text, a.attnotnull, format_type(a.atttypid, a.atttypmod)
+                       FROM pg_attribute a
+                      WHERE a.attrelid = $1 AND a.attname = $2 AND NOT a.attisdropped",
+                    None,
+                    &[self.oid.into(), DatumWithOid::from(name)],
+                )
+                .expect("reading pg_attribute");
+            rows.into_iter().next().map(|row| Column {
+                attnum: row.get(1).unwrap().unwrap(),
+                name: row.get(2).unwrap().unwrap(),
+                not_null: row.get(3).unwrap().unwrap(),
+                type_name: row.get(4).unwrap().unwrap(),
+            })
+        });
+        match found {
+            Some(column) if column.attnum > 0 => column,
+            Some(column) => error(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("system column \"{}\" cannot be used in a soft reference", column.name),
+            )
+            .raise(),
+            None => error(
+                ERRCODE_UNDEFINED_COLUMN,
+                format!("column \"{name}\" of relation \"{}\" does not exist", self.name),
+            )
+            .raise(),
+        }
+    }
+
+    /// The default parent column: the parent's single-column primary key.
+    fn primary_key_column(&self) -> Column {
+        let key = Spi::get_two_with_args::<i16, String>(
+            "SELECT i.indnkeyatts, a.attname::text
+               FROM (SELECT) always_one_row
+               LEFT JOIN pg_index i ON i.indrelid = $1 AND i.indisprimary
+               LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]",
+            &[self.oid.into()],
+        )
+        .expect("reading pg_index");
+        match key {
+            (Some(1), Some(name)) => self.column(&name),
+            (Some(_), _) => error(
+                ERRCODE_INVALID_FOREIGN_KEY,
+                format!("primary key of referenced table \"{}\" has more than one column", self.name),
+            )
+            .hint("Name the parent column: softfk_add(child, column, parent, parent_column => ...).")
+            .raise(),
+            _ => error(
+                ERRCODE_INVALID_FOREIGN_KEY,
+                format!("there is no primary key for referenced table \"{}\"", self.name),
+            )
+            .hint("Name a parent column that has a unique index: softfk_add(child, column, parent, parent_column => ...).")
+            .raise(),
+        }
+    }
+}
+
+/// The parent column needs a unique index, and the child type must compare with it through
+/// that index's equality operator: the same rule core applies to foreign keys.
+fn require_comparable(child: &Table, child_col: &Column, parent: &Table, parent_col: &Column) {
+    let (index, operator) = Spi::get_two_with_args::<String, String>(
+        "SELECT k.unique_index::text, k.operator
+           FROM (SELECT) always_one_row
+           LEFT JOIN softfk.key_comparison($1, $2, $3, $4) k ON true",
+        &[parent.oid.into(), parent_col.attnum.into(), child.oid.into(), child_col.attnum.into()],
+    )
+    .expect("reading the parent's indexes");
+    if index.is_none() {
+        error(
+            ERRCODE_INVALID_FOREIGN_KEY,
+            format!(
+                "there is no unique constraint matching given keys for referenced table \"{}\"",
+                parent.name
+            ),
+        )
+        .detail(format!(
+            "Column \"{}\" needs a unique, non-deferrable, non-partial index of its own.",
+            parent_col.name
+        ))
+        .raise();
+    }
+    if operator.is_none() {
+        error(
+            ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "soft reference from \"{}\" to \"{}\" cannot be implemented",
+                child.name, parent.name
+            ),
+        )
+        .detail(format!(
+            "Key columns \"{}\" and \"{}\" are of incompatible types: {} and {}.",
+            child_col.name, parent_col.name, child_col.type_name, parent_col.type_name
+        ))
+        .raise();
+    }
+}

@@ -1,0 +1,180 @@
+//! Finding orphans: child rows whose non-NULL key has no parent row.
+//!
+//! This module holds the one query builder. Every orphan query (the report, row inspection,
+//! and later the purge and the sweep) is a set-based anti-join built by
+//! [`Reference::orphan_rows_sql`]: `NOT EXISTS` over the parent's unique index, as core's
+//! `RI_Initial_Check` does when it validates a new foreign key. NULL keys are never orphans
+//! (MATCH SIMPLE). Identifiers come quoted from the registry, the comparison uses the parent
+//! key's own btree equality operator by its qualified name, so nothing depends on search_path.
+
+use std::ffi::CStr;
+use std::time::Instant;
+
+use pgrx::prelude::*;
+
+use crate::error::required;
+use crate::registry::{self, Reference};
+
+impl Reference {
+    /// The orphans of this reference as a relation with three columns: `ctid` (of the child
+    /// row), `key` (the dangling key) and `child_row` (the whole child row).
+    pub fn orphan_rows_sql(&self) -> String {
+        let key = self.child_key();
+        format!(
+            "SELECT c.ctid AS ctid, {key} AS key, c AS child_row FROM {child} c \
+              WHERE {key} IS NOT NULL \
+                AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_column} OPERATOR({op}) {key})",
+            child = relation(&self.child_table, self.child_partitioned),
+            parent = relation(&self.parent_table, self.parent_partitioned),
+            parent_column = quote_ident(&self.parent_column),
+            op = self.operator,
+        )
+    }
+
+    /// The child key as compared with the parent key (cast when the types differ).
+    fn child_key(&self) -> String {
+        let column = format!("c.{}", quote_ident(&self.child_column));
+        match &self.child_cast {
+            Some(cast) => format!("({column})::{cast}"),
+            None => column,
+        }
+    }
+
+    /// One row of `orphan_report()`: counts and the first ten distinct orphan keys.
+    fn report_sql(&self) -> String {
+        format!(
+            "SELECT count(*), count(DISTINCT o.key), \
+                    ((array_agg(DISTINCT o.key ORDER BY o.key))[1:10])::text[] \
+               FROM ({orphans}) o",
+            orphans = self.orphan_rows_sql(),
+        )
+    }
+
+    /// How many child rows the report looked at.
+    fn examined_sql(&self) -> String {
+        format!("SELECT count(*) FROM {} c", relation(&self.child_table, self.child_partitioned))
+    }
+}
+
+/// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
+/// queries do (a foreign key is not inherited by inheritance children).
+fn relation(qualified_name: &str, partitioned: bool) -> String {
+    if partitioned {
+        qualified_name.to_string()
+    } else {
+        format!("ONLY {qualified_name}")
+    }
+}
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+
+/// SQL: orphan_report() RETURNS TABLE(child regclass, child_column text, parent regclass,
+///   parent_column text, orphan_rows bigint, orphan_keys bigint, sample_keys text[],
+///   rows_examined bigint, elapsed_ms float8)
+#[pg_extern(sql = false)]
+fn orphan_report() -> TableIterator<
+    'static,
+    (
+     name!(child, pg_sys::Oid),
+     name!(child_column, String),
+     name!(parent, pg_sys::Oid),
+     name!(parent_column, String),
+     name!(orphan_rows, i64),
+     name!(orphan_keys, i64),
+     name!(sample_keys, Vec<Option<String>>),
+     name!(rows_examined, i64),
+     name!(elapsed_ms, f64),
+    ),
+> {
+    let rows: Vec<_> = registry::load(None)
+        .into_iter()
+        .map(|reference| {
+            let started = Instant::now();
+            let (orphan_rows, orphan_keys, sample_keys, rows_examined) =
+                with_report_work_mem(|| {
+                    Spi::connect(|client| {
+                        let counts = client
+                            .select(&reference.report_sql(), None, &[])
+                            .expect("orphan query")
+                            .first()
+                            .get_three::<i64, i64, Vec<Option<String>>>()
+                            .expect("orphan query result");
+                        let examined = client
+                            .select(&reference.examined_sql(), None, &[])
+                            .expect("row count")
+                            .first()
+                            .get_one::<i64>()
+                            .expect("row count result");
+                        (counts.0, counts.1, counts.2, examined)
+                    })
+                });
+            (
+                reference.child_oid,
+                reference.child_column,
+                reference.parent_oid,
+                reference.parent_column,
+                orphan_rows.unwrap_or(0),
+                orphan_keys.unwrap_or(0),
+                sample_keys.unwrap_or_default(),
+                rows_examined.unwrap_or(0),
+                started.elapsed().as_secs_f64() * 1000.0,
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// SQL: the query behind orphan_rows(child, child_column), which runs it.
+#[pg_extern(sql = false)]
+fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -> String {
+    let child = required(child, "child");
+    let column = required(child_column, "child_column").to_string_lossy();
+    let reference = registry::load(Some((child, &column))).pop().unwrap_or_else(|| {
+        crate::error::error(
+            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("column \"{column}\" of table {} has no soft reference", regclass_name(child)),
+        )
+        .hint("SELECT * FROM softfk_references lists the registered ones.")
+        .raise()
+    });
+    format!(
+        "SELECT o.ctid, o.key::text, to_jsonb(o.child_row) FROM ({}) o",
+        reference.orphan_rows_sql()
+    )
+}
+
+fn regclass_name(oid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[oid.into()])
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| oid.to_string())
+}
+
+/// Run `f` with work_mem raised to maintenance_work_mem, as core's RI_Initial_Check does for
+/// the same anti-join, so the parent's keys fit in one hash table. The old value comes back
+/// when `f` returns (and on error, with the transaction).
+fn with_report_work_mem<R>(f: impl FnOnce() -> R) -> R {
+    unsafe {
+        let nest_level = pg_sys::NewGUCNestLevel();
+        let kilobytes = pg_sys::maintenance_work_mem;
+        let value = std::ffi::CString::new(kilobytes.to_string()).unwrap();
+        for (name, value) in [(c"work_mem", value.as_c_str()), (c"hash_mem_multiplier", c"1")] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        let result = f();
+        pg_sys::AtEOXact_GUC(true, nest_level);
+        result
+    }
+}
