@@ -1,0 +1,89 @@
+# Shared by script/demo and script/test: prerequisites, building and installing the extension,
+# and throwaway clusters run by the postgres OS user. Every fact comes from pgrx.toml.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export PATH="$HOME/.cargo/bin:$PATH"
+# Errors raised from Rust would carry a backtrace in their DETAIL if these were set.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
+
+# pgrx.toml holds flat `key = "value"` lines; keys are unique across its sections.
+setting() { sed -n "s/^$1[[:space:]]*=[[:space:]]*\"\(.*\)\"[[:space:]]*\$/\1/p" "$ROOT/pgrx.toml" | head -n 1; }
+
+PGRX_VERSION=$(setting cargo_pgrx_version)
+PG_MAJOR=$(setting pg_major)
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+
+say() { printf '\n==> %s\n' "$*"; }
+
+# The [test_cluster] section as postgresql.conf lines.
+cluster_settings() {
+    sed -n '/^\[test_cluster\]/,/^\[/{/^[a-z_]*[[:space:]]*=/p}' "$ROOT/pgrx.toml" \
+        | sed "s/[[:space:]]*=[[:space:]]*\"\(.*\)\"/ = '\1'/"
+}
+
+# Idempotent: installs only what is missing.
+install_prerequisites() {
+    local packages=(postgresql-"$PG_MAJOR" postgresql-server-dev-"$PG_MAJOR" libclang-dev clang sudo libipc-run-perl)
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+    if ! cargo pgrx --version 2>/dev/null | grep -qF "$PGRX_VERSION"; then
+        say "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
+        cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+    fi
+    if ! grep -qs "^pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
+        cargo pgrx init --pg"$PG_MAJOR" "$PG_CONFIG"
+    fi
+}
+
+install_extension() {
+    say "building and installing pg_softfk (release)"
+    (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG")
+}
+
+# The postgres OS user must reach DIR: give every ancestor the traverse bit it lacks (a
+# fresh `mktemp -d` clone sits in a 0700 directory), and hand DIR itself to postgres.
+let_postgres_in() {
+    local dir=$1 p
+    mkdir -p "$dir"
+    p=$dir
+    while [ "$p" != / ]; do
+        p=$(dirname "$p")
+        if ! runuser -u postgres -- test -x "$p"; then chmod o+x "$p"; fi
+    done
+    chown -R postgres: "$dir"
+}
+
+as_postgres() { runuser -u postgres -- "$@"; }
+
+# start_cluster DIR PORT: a fresh cluster in DIR/data, its socket in DIR.
+start_cluster() {
+    local dir=$1 port=$2
+    stop_cluster "$dir"
+    rm -rf "$dir"
+    let_postgres_in "$dir"
+    as_postgres "$PG_BIN/initdb" -D "$dir/data" -A trust -U postgres --no-sync >"$dir/initdb.log"
+    {
+        cluster_settings
+        echo "port = $port"
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+    } >>"$dir/data/postgresql.conf"
+    as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+stop_cluster() {
+    local dir=$1
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null || true
+    fi
+}
