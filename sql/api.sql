@@ -40,7 +40,7 @@ COMMENT ON FUNCTION softfk.orphan_rows_query(regclass, name) IS
 'The anti-join behind orphan_rows(); built by the same query builder as orphan_report().';
 
 CREATE FUNCTION orphan_rows(child regclass, child_column name)
-RETURNS TABLE (ctid tid, key text, child_row jsonb)
+RETURNS TABLE (child_table regclass, ctid tid, key text, child_row jsonb)
 VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Runs with the caller's rights: only someone who can read the child (and the parent)
@@ -48,7 +48,7 @@ BEGIN
     RETURN QUERY EXECUTE softfk.orphan_rows_query(child, child_column);
 END $$;
 COMMENT ON FUNCTION orphan_rows(regclass, name) IS
-'The dangling rows of one soft reference: the child row''s ctid, its key as text, and the whole row as jsonb.';
+'The dangling rows of one soft reference: where the child row is (its table or partition, and ctid), its key as text, and the whole row as jsonb.';
 
 CREATE VIEW softfk_references AS
 SELECT r.child_table  AS child,

@@ -6,6 +6,9 @@
 
 CREATE SCHEMA softfk;
 COMMENT ON SCHEMA softfk IS 'pg_softfk internal state; use the functions and views of the extension instead';
+-- Anyone may look up the schema's helper functions; its tables are granted to nobody. The
+-- API reads and writes them as the extension owner after checking the caller's rights.
+GRANT USAGE ON SCHEMA softfk TO PUBLIC;
 
 -- One row per soft reference ("registration").
 --
@@ -57,8 +60,10 @@ CREATE TRIGGER resolve_attnums BEFORE INSERT ON softfk.reference
     FOR EACH ROW EXECUTE FUNCTION softfk.reference_resolve_attnums();
 
 -- After ALTER TABLE: a renamed child or parent column keeps its attnum; copy the new name.
+-- SECURITY DEFINER: it runs inside whoever's ALTER TABLE, and must be able to update the
+-- registry, which that user cannot; it only copies names out of pg_attribute.
 CREATE FUNCTION softfk.follow_column_renames() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     UPDATE softfk.reference r SET child_column = a.attname
       FROM pg_attribute a
@@ -74,21 +79,41 @@ CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end
 
 -- After DROP TABLE / DROP COLUMN / DROP SCHEMA ... CASCADE: forget every registration whose
 -- child or parent table or column is gone, and say so.
+-- SECURITY DEFINER for the same reason: a user dropping their own table must not fail for
+-- lack of rights on the registry; it only deletes rows naming objects that were just dropped.
 CREATE FUNCTION softfk.forget_dropped() RETURNS event_trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     gone record;
 BEGIN
     FOR gone IN
-        DELETE FROM softfk.reference r
-         USING pg_event_trigger_dropped_objects() d
-         WHERE d.classid = 'pg_class'::regclass
-           AND ((d.objid = r.child_table AND d.objsubid IN (0, r.child_attnum))
-             OR (d.objid = r.parent_table AND d.objsubid IN (0, r.parent_attnum)))
-        RETURNING r.child_column, r.parent_column, d.object_type, d.object_identity
+        WITH dropped AS (
+            SELECT objid, objsubid, object_type, object_identity
+              FROM pg_event_trigger_dropped_objects()
+             WHERE classid = 'pg_class'::regclass
+        ), forgotten AS (
+            DELETE FROM softfk.reference r
+             WHERE EXISTS (SELECT FROM dropped d
+                            WHERE (d.objid = r.child_table AND d.objsubid IN (0, r.child_attnum))
+                               OR (d.objid = r.parent_table AND d.objsubid IN (0, r.parent_attnum)))
+            RETURNING r.*
+        )
+        -- A dropped table's oid no longer prints as a name: take the name from the event.
+        SELECT coalesce((SELECT d.object_identity FROM dropped d
+                          WHERE d.objid = f.child_table AND d.objsubid = 0),
+                        f.child_table::text) AS child,
+               f.child_column,
+               coalesce((SELECT d.object_identity FROM dropped d
+                          WHERE d.objid = f.parent_table AND d.objsubid = 0),
+                        f.parent_table::text) AS parent,
+               f.parent_column,
+               (SELECT d.object_type || ' ' || d.object_identity FROM dropped d
+                 WHERE d.objid IN (f.child_table, f.parent_table)
+                 ORDER BY d.objsubid LIMIT 1) AS cause
+          FROM forgotten f
     LOOP
-        RAISE NOTICE 'pg_softfk: soft reference on column "%" to column "%" removed because % % was dropped',
-            gone.child_column, gone.parent_column, gone.object_type, gone.object_identity;
+        RAISE NOTICE 'pg_softfk: soft reference %(%) -> %(%) removed because % was dropped',
+            gone.child, gone.child_column, gone.parent, gone.parent_column, gone.cause;
     END LOOP;
 END $$;
 

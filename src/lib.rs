@@ -11,7 +11,7 @@ mod registry;
 mod report;
 
 #[cfg(any(test, feature = "pg_test"))]
-mod tests;
+mod pg_tests;
 
 // Internal tables, event triggers and helpers first; the API (functions, views) last.
 ::pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);

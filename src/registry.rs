@@ -67,7 +67,7 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
         Some((oid, column)) => (Some(oid), Some(column)),
         None => (None, None),
     };
-    Spi::connect(|client| {
+    as_extension_owner(|| Spi::connect(|client| {
         let rows = client
             .select(LOAD, None, &[oid.into(), column.into()])
             .expect("reading softfk.reference");
@@ -92,7 +92,7 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
                     text(11),
                     text(12)
                 ))
-                .hint("Drop the soft reference with softfk_drop() and register it again.")
+                .hint("Change the column type back, or remove the soft reference with softfk_drop().")
                 .raise();
             }
             Reference {
@@ -109,7 +109,7 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
             }
         })
         .collect()
-    })
+    }))
 }
 
 /// SQL: softfk_add(child regclass, child_column name, parent regclass,
@@ -176,7 +176,7 @@ fn softfk_add(
         .raise();
     }
 
-    Spi::run_with_args(
+    as_extension_owner(|| Spi::run_with_args(
         "INSERT INTO softfk.reference
                 (child_table, child_column, parent_table, parent_column, on_delete, validate)
          VALUES ($1::oid::regclass, $2, $3::oid::regclass, $4, $5, $6)",
@@ -188,7 +188,7 @@ fn softfk_add(
             on_delete.into(),
             validate.into(),
         ],
-    )
+    ))
     .expect("writing softfk.reference");
 }
 
@@ -201,12 +201,12 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     child_rel.require_owner();
     child_rel.lock();
     let column = child_rel.column(&child_column);
-    let removed = Spi::get_one_with_args::<i64>(
+    let removed = as_extension_owner(|| Spi::get_one_with_args::<i64>(
         "WITH removed AS (DELETE FROM softfk.reference
                            WHERE child_table = $1 AND child_attnum = $2 RETURNING id)
          SELECT count(*) FROM removed",
         &[child.into(), column.attnum.into()],
-    )
+    ))
     .expect("deleting from softfk.reference");
     if removed == Some(0) {
         error(
@@ -223,14 +223,37 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
 
 /// The parent a child column is registered to, as `"table"("column")`, if it is registered.
 fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
-    Spi::get_one_with_args::<String>(
+    as_extension_owner(|| Spi::get_one_with_args::<String>(
         "SELECT (SELECT format('%s(%I)', r.parent_table, a.attname)
                    FROM softfk.reference r
                    JOIN pg_attribute a ON a.attrelid = r.parent_table AND a.attnum = r.parent_attnum
                   WHERE r.child_table = $1 AND r.child_attnum = $2)",
         &[child.into(), attnum.into()],
-    )
+    ))
     .expect("reading softfk.reference")
+}
+
+/// Run `f` as the extension's owner. The registry tables are not granted to anyone: callers
+/// reach them only through these functions, after the checks above have passed as the
+/// caller (the way core's RI triggers switch user around their own queries). An error
+/// unwinds the transaction, which restores the caller's identity.
+fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk'",
+    )
+    .expect("reading pg_extension")
+    .expect("pg_softfk is installed");
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
+    result
 }
 
 /// `on_delete` and `validate` take one word from a fixed list; the error lists them.

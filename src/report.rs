@@ -16,12 +16,14 @@ use crate::error::required;
 use crate::registry::{self, Reference};
 
 impl Reference {
-    /// The orphans of this reference as a relation with three columns: `ctid` (of the child
-    /// row), `key` (the dangling key) and `child_row` (the whole child row).
+    /// The orphans of this reference as a relation with four columns: `child_table` and
+    /// `ctid` locate the child row (a partition's ctid alone is ambiguous), `key` is the
+    /// dangling key and `child_row` the whole child row.
     pub fn orphan_rows_sql(&self) -> String {
         let key = self.child_key();
         format!(
-            "SELECT c.ctid AS ctid, {key} AS key, c AS child_row FROM {child} c \
+            "SELECT c.tableoid AS child_table, c.ctid AS ctid, {key} AS key, c AS child_row \
+               FROM {child} c \
               WHERE {key} IS NOT NULL \
                 AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_column} OPERATOR({op}) {key})",
             child = relation(&self.child_table, self.child_partitioned),
@@ -120,7 +122,7 @@ fn orphan_report() -> TableIterator<
                 orphan_keys.unwrap_or(0),
                 sample_keys.unwrap_or_default(),
                 rows_examined.unwrap_or(0),
-                started.elapsed().as_secs_f64() * 1000.0,
+                (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             )
         })
         .collect();
@@ -135,19 +137,19 @@ fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) ->
     let reference = registry::load(Some((child, &column))).pop().unwrap_or_else(|| {
         crate::error::error(
             pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("column \"{column}\" of table {} has no soft reference", regclass_name(child)),
+            format!("column \"{column}\" of table \"{}\" has no soft reference", table_name(child)),
         )
         .hint("SELECT * FROM softfk_references lists the registered ones.")
         .raise()
     });
     format!(
-        "SELECT o.ctid, o.key::text, to_jsonb(o.child_row) FROM ({}) o",
+        "SELECT o.child_table::regclass, o.ctid, o.key::text, to_jsonb(o.child_row) FROM ({}) o",
         reference.orphan_rows_sql()
     )
 }
 
-fn regclass_name(oid: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT $1::oid::regclass::text", &[oid.into()])
+fn table_name(oid: pg_sys::Oid) -> String {
+    Spi::get_one_with_args::<String>("SELECT relname::text FROM pg_class WHERE oid = $1", &[oid.into()])
         .ok()
         .flatten()
         .unwrap_or_else(|| oid.to_string())

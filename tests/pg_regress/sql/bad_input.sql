@@ -1,0 +1,115 @@
+-- Bad input: every refused call raises an error with a SQLSTATE and changes nothing.
+CREATE EXTENSION pg_softfk;
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+
+CREATE TABLE auth_user (id int PRIMARY KEY, username text, email text UNIQUE);
+CREATE TABLE enrollment (id int PRIMARY KEY, user_id int NOT NULL, note text, course_key varchar(40));
+CREATE TABLE composite_parent (a int, b int, PRIMARY KEY (a, b));
+CREATE TABLE no_key_parent (id int);
+CREATE TABLE deferrable_parent (id int, UNIQUE (id) DEFERRABLE);
+CREATE TABLE partial_parent (id int);
+CREATE UNIQUE INDEX ON partial_parent (id) WHERE id > 0;
+CREATE VIEW enrollment_view AS SELECT * FROM enrollment;
+CREATE MATERIALIZED VIEW enrollment_matview AS SELECT * FROM enrollment;
+CREATE SEQUENCE some_sequence;
+CREATE TEMP TABLE temp_enrollment (id int, user_id int);
+
+-- Each call below is run by this helper, which reports the error's SQLSTATE, message,
+-- detail and hint. Afterwards we check that nothing was registered.
+CREATE FUNCTION pg_temp.attempt(call text)
+RETURNS TABLE (error_code text, message text, detail text, hint text) LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE call;
+    RETURN QUERY SELECT '00000'::text, 'succeeded'::text, NULL::text, NULL::text;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS error_code = RETURNED_SQLSTATE, message = MESSAGE_TEXT,
+                            detail = PG_EXCEPTION_DETAIL, hint = PG_EXCEPTION_HINT;
+    RETURN NEXT;
+END $$;
+
+\x on
+-- Unknown table or column.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('no_such_table', 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'no_such_column', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', 'no_such_column')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'ctid', 'auth_user')$$);
+-- Types that cannot be compared.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'note', 'auth_user')$$);
+-- A parent column without a usable unique index; a parent without a (single-column) key.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', 'username')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'deferrable_parent', 'id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'partial_parent', 'id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'no_key_parent')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'composite_parent')$$);
+-- Views, sequences, system catalogs, temporary tables, as child or as parent.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment_view', 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'enrollment_view', 'id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment_matview', 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('some_sequence', 'last_value', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('pg_class', 'relowner', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'pg_authid', 'oid')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('temp_enrollment', 'user_id', 'auth_user')$$);
+-- NULL arguments.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add(NULL, 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', NULL, 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', NULL)$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => NULL)$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', validate => NULL)$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_drop(NULL, 'user_id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT * FROM orphan_rows('enrollment', NULL)$$);
+-- Unknown on_delete / validate words: the error lists the valid ones.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => 'restrict')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', validate => 'always')$$);
+-- 'set null' on a NOT NULL column is refused up front rather than failing at purge time.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => 'set null')$$);
+-- A column cannot be its own parent.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('auth_user', 'id', 'auth_user')$$);
+-- Not registered.
+SELECT * FROM pg_temp.attempt($$SELECT softfk_drop('enrollment', 'user_id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT * FROM orphan_rows('enrollment', 'user_id')$$);
+\x off
+
+-- None of that registered anything.
+SELECT count(*) AS registrations FROM softfk.reference;
+
+-- Registering the same column twice.
+SELECT softfk_add('enrollment', 'user_id', 'auth_user');
+SELECT softfk_add('enrollment', 'user_id', 'auth_user');
+SELECT softfk_add('enrollment', 'user_id', 'auth_user', 'email');
+-- varchar compares with text through an implicit cast, as for a native foreign key.
+SELECT softfk_add('enrollment', 'course_key', 'auth_user', 'email');
+SELECT child, child_column, parent, parent_column FROM softfk_references;
+
+-- A caller who does not own the child table may not register it; a caller without
+-- REFERENCES on the parent may not point at it.
+CREATE ROLE regress_softfk_intruder;
+CREATE TABLE intruder_child (id int PRIMARY KEY, user_id int);
+ALTER TABLE intruder_child OWNER TO regress_softfk_intruder;
+GRANT USAGE ON SCHEMA public TO regress_softfk_intruder;
+SET ROLE regress_softfk_intruder;
+SELECT softfk_drop('enrollment', 'user_id');
+SELECT softfk_add('enrollment', 'note', 'auth_user');
+SELECT softfk_add('intruder_child', 'user_id', 'auth_user');
+RESET ROLE;
+GRANT REFERENCES ON auth_user TO regress_softfk_intruder;
+SET ROLE regress_softfk_intruder;
+SELECT softfk_add('intruder_child', 'user_id', 'auth_user');
+RESET ROLE;
+SELECT child, child_column FROM softfk_references ORDER BY 1, 2;
+-- The registry's tables themselves stay out of reach of ordinary users.
+SET ROLE regress_softfk_intruder;
+DELETE FROM softfk.reference;
+RESET ROLE;
+
+-- A registration whose key type was later changed to something incomparable says so
+-- when it is used, instead of running a wrong query.
+ALTER TABLE intruder_child ALTER COLUMN user_id TYPE text;
+SELECT child FROM orphan_report();
+
+DROP EXTENSION pg_softfk;
+DROP MATERIALIZED VIEW enrollment_matview;
+DROP TABLE intruder_child, auth_user, enrollment, composite_parent, no_key_parent, deferrable_parent, partial_parent CASCADE;
+DROP SEQUENCE some_sequence;
+REVOKE USAGE ON SCHEMA public FROM regress_softfk_intruder;
+DROP ROLE regress_softfk_intruder;
