@@ -9,6 +9,7 @@
 mod error;
 mod registry;
 mod report;
+mod scan_count;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;

@@ -14,6 +14,7 @@ use pgrx::prelude::*;
 
 use crate::error::required;
 use crate::registry::{self, Reference};
+use crate::scan_count;
 
 impl Reference {
     /// The orphans of this reference as a relation with four columns: `child_table` and
@@ -52,10 +53,6 @@ impl Reference {
         )
     }
 
-    /// How many child rows the report looked at.
-    fn examined_sql(&self) -> String {
-        format!("SELECT count(*) FROM {} c", relation(&self.child_table, self.child_partitioned))
-    }
 }
 
 /// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
@@ -95,33 +92,30 @@ fn orphan_report() -> TableIterator<
         .into_iter()
         .map(|reference| {
             let started = Instant::now();
-            let (orphan_rows, orphan_keys, sample_keys, rows_examined) =
-                with_report_work_mem(|| {
-                    Spi::connect(|client| {
-                        let counts = client
-                            .select(&reference.report_sql(), None, &[])
-                            .expect("orphan query")
-                            .first()
-                            .get_three::<i64, i64, Vec<Option<String>>>()
-                            .expect("orphan query result");
-                        let examined = client
-                            .select(&reference.examined_sql(), None, &[])
-                            .expect("row count")
-                            .first()
-                            .get_one::<i64>()
-                            .expect("row count result");
-                        (counts.0, counts.1, counts.2, examined)
-                    })
-                });
+            let mut counts = (0, 0, Vec::new());
+            // rows_examined comes from the anti-join's own scan of the child (alias c),
+            // not from a second pass over it.
+            let rows_examined = with_report_work_mem(|| {
+                scan_count::run(&reference.report_sql(), "c", &mut |row| unsafe {
+                    counts = (
+                        i64::from_datum(row[0].unwrap(), false).unwrap(),
+                        i64::from_datum(row[1].unwrap(), false).unwrap(),
+                        row[2]
+                            .and_then(|keys| Vec::<Option<String>>::from_datum(keys, false))
+                            .unwrap_or_default(),
+                    );
+                })
+            });
+            let (orphan_rows, orphan_keys, sample_keys) = counts;
             (
                 reference.child_oid,
                 reference.child_column,
                 reference.parent_oid,
                 reference.parent_column,
-                orphan_rows.unwrap_or(0),
-                orphan_keys.unwrap_or(0),
-                sample_keys.unwrap_or_default(),
-                rows_examined.unwrap_or(0),
+                orphan_rows,
+                orphan_keys,
+                sample_keys,
+                rows_examined,
                 (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             )
         })
