@@ -14,10 +14,19 @@ RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_add_wrapper';
 COMMENT ON FUNCTION softfk_add(regclass, name, regclass, name, text, text) IS
 'Register child.child_column as a soft reference to parent.parent_column (default: the parent''s single-column primary key). on_delete: cascade | set null | archive | no action; validate: deferred | immediate | off.';
 
+CREATE FUNCTION softfk_alter(
+    child         regclass,
+    child_column  name,
+    on_delete     text DEFAULT NULL,
+    validate      text DEFAULT NULL)
+RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_alter_wrapper';
+COMMENT ON FUNCTION softfk_alter(regclass, name, text, text) IS
+'Change the on_delete action or the validate mode of the soft reference on child.child_column; a NULL argument keeps that setting. Changing validate replaces the check triggers; existing rows are not re-checked (orphan_report() finds them).';
+
 CREATE FUNCTION softfk_drop(child regclass, child_column name)
 RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_drop_wrapper';
 COMMENT ON FUNCTION softfk_drop(regclass, name) IS
-'Remove the soft reference on child.child_column.';
+'Remove the soft reference on child.child_column, and its check triggers.';
 
 CREATE FUNCTION orphan_report()
 RETURNS TABLE (
@@ -57,6 +66,8 @@ SELECT r.child_table  AS child,
        pa.attname     AS parent_column,
        r.on_delete,
        r.validate,
+       -- The check triggers, by the names SET CONSTRAINTS takes.
+       ARRAY(SELECT t.trigger_name FROM softfk.check_triggers(r.id) t) AS check_triggers,
        r.created_at
   FROM softfk.reference r
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum

@@ -80,7 +80,8 @@ CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end
 -- After DROP TABLE / DROP COLUMN / DROP SCHEMA ... CASCADE: forget every registration whose
 -- child or parent table or column is gone, and say so.
 -- SECURITY DEFINER for the same reason: a user dropping their own table must not fail for
--- lack of rights on the registry; it only deletes rows naming objects that were just dropped.
+-- lack of rights on the registry; it only deletes rows naming objects that were just dropped,
+-- and the check triggers those rows had put on a surviving child.
 CREATE FUNCTION softfk.forget_dropped() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -99,7 +100,8 @@ BEGIN
             RETURNING r.*
         )
         -- A dropped table's oid no longer prints as a name: take the name from the event.
-        SELECT coalesce((SELECT d.object_identity FROM dropped d
+        SELECT f.id,
+               coalesce((SELECT d.object_identity FROM dropped d
                           WHERE d.objid = f.child_table AND d.objsubid = 0),
                         f.child_table::text) AS child,
                f.child_column,
@@ -112,6 +114,8 @@ BEGIN
                  ORDER BY d.objsubid LIMIT 1) AS cause
           FROM forgotten f
     LOOP
+        -- A child that outlives its parent (or the parent column) loses its check triggers.
+        PERFORM softfk.remove_check(gone.id);
         RAISE NOTICE 'pg_softfk: soft reference %(%) -> %(%) removed because % was dropped',
             gone.child, gone.child_column, gone.parent, gone.parent_column, gone.cause;
     END LOOP;
@@ -127,10 +131,15 @@ CREATE EVENT TRIGGER softfk_forget_dropped ON sql_drop
 -- a NULL operator means the types are not comparable.
 CREATE FUNCTION softfk.key_comparison(
     parent regclass, parent_attnum int2, child regclass, child_attnum int2,
-    OUT unique_index regclass, OUT operator text, OUT child_cast text)
+    OUT unique_index regclass, OUT operator text, OUT child_cast text,
+    -- The same, as the check trigger's index probe needs it (see src/check.rs): the
+    -- operator's function, its right-hand type, the index's collation, and the function
+    -- applying the implicit cast (0 when there is none or it is binary-coercible).
+    OUT comparison_function regproc, OUT right_type oid, OUT collation oid,
+    OUT cast_function oid)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH idx AS (
-        SELECT i.indexrelid, oc.opcfamily, oc.opcintype
+        SELECT i.indexrelid, oc.opcfamily, oc.opcintype, i.indcollation[0] AS collation
           FROM pg_index i
           JOIN pg_opclass oc ON oc.oid = i.indclass[0]
          WHERE i.indrelid = parent AND i.indisunique AND i.indimmediate AND i.indisvalid
@@ -145,7 +154,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     )
     SELECT idx.indexrelid::regclass,
            quote_ident(n.nspname) || '.' || o.oprname,
-           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, NULL) END
+           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, NULL) END,
+           o.oprcode,
+           op.amoprighttype,
+           idx.collation,
+           coalesce((SELECT c.castfunc FROM pg_cast c
+                      WHERE c.castsource = ct.oid AND c.casttarget = op.amoprighttype), 0)
       FROM idx CROSS JOIN child_type ct
       LEFT JOIN LATERAL (
             SELECT ao.amopopr, ao.amoprighttype
@@ -156,7 +170,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                     OR (ao.amoprighttype = idx.opcintype
                         AND EXISTS (SELECT FROM pg_cast c
                                      WHERE c.castsource = ct.oid AND c.casttarget = idx.opcintype
-                                       AND c.castcontext = 'i')))
+                                       AND c.castcontext = 'i' AND c.castmethod IN ('b', 'f'))))
              ORDER BY ao.amoprighttype = ct.oid DESC
              LIMIT 1) op ON true
       LEFT JOIN pg_operator o ON o.oid = op.amopopr

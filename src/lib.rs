@@ -6,6 +6,7 @@
 
 ::pgrx::pg_module_magic!();
 
+mod check;
 mod error;
 mod registry;
 mod report;
@@ -16,6 +17,7 @@ mod pg_tests;
 
 // Internal tables, event triggers and helpers first; the API (functions, views) last.
 ::pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+::pgrx::extension_sql_file!("../sql/check.sql", name = "check", requires = ["bootstrap"]);
 ::pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 /// Required by `cargo pgrx test`.

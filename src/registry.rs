@@ -16,6 +16,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
+use crate::check;
 use crate::error::{error, required};
 
 /// What happens to child rows once their parent row is deleted.
@@ -35,6 +36,8 @@ pub struct Reference {
     pub parent_table: String,
     pub parent_partitioned: bool,
     pub parent_column: String,
+    /// The parent key's type, as format_type() writes it.
+    pub parent_type: String,
     /// The parent key's btree equality operator, as `schema.=`.
     pub operator: String,
     /// The type the child key is cast to before comparing (varchar -> text), if any.
@@ -104,6 +107,7 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
                 parent_table: text(6),
                 parent_partitioned: row.get(7).unwrap().unwrap_or(false),
                 parent_column: text(8),
+                parent_type: text(12),
                 operator,
                 child_cast: row.get::<String>(10).unwrap(),
             }
@@ -152,17 +156,7 @@ fn softfk_add(
         .raise();
     }
     require_comparable(&child_rel, &child_col, &parent_rel, &parent_col);
-    if on_delete == "set null" && child_col.not_null {
-        error(
-            ERRCODE_INVALID_TABLE_DEFINITION,
-            format!(
-                "on_delete 'set null' needs a nullable column, but column \"{}\" of table \"{}\" is NOT NULL",
-                child_col.name, child_rel.name
-            ),
-        )
-        .hint("Use on_delete => 'cascade', or drop the NOT NULL constraint first.")
-        .raise();
-    }
+    require_nullable_for_set_null(on_delete, &child_rel, &child_col);
     if let Some(existing) = registered_parent(child, child_col.attnum) {
         error(
             ERRCODE_DUPLICATE_OBJECT,
@@ -176,10 +170,11 @@ fn softfk_add(
         .raise();
     }
 
-    as_extension_owner(|| Spi::run_with_args(
+    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
         "INSERT INTO softfk.reference
                 (child_table, child_column, parent_table, parent_column, on_delete, validate)
-         VALUES ($1::oid::regclass, $2, $3::oid::regclass, $4, $5, $6)",
+         VALUES ($1::oid::regclass, $2, $3::oid::regclass, $4, $5, $6)
+         RETURNING id",
         &[
             child.into(),
             child_col.name.as_str().into(),
@@ -189,7 +184,52 @@ fn softfk_add(
             validate.into(),
         ],
     ))
-    .expect("writing softfk.reference");
+    .expect("writing softfk.reference")
+    .expect("INSERT RETURNING returns the id");
+    // The triggers are created as the caller, who owns the child table.
+    check::install(id, child, &child_col.name, validate);
+}
+
+/// SQL: softfk_alter(child regclass, child_column name, on_delete text DEFAULT NULL,
+///                   validate text DEFAULT NULL)
+/// Change what a registration does; a NULL argument keeps that setting. Changing `validate`
+/// replaces the check triggers; rows already in the table are not re-checked.
+#[pg_extern(sql = false)]
+fn softfk_alter(
+    child: Option<pg_sys::Oid>,
+    child_column: Option<&CStr>,
+    on_delete: Option<&str>,
+    validate: Option<&str>,
+) {
+    let child = required(child, "child");
+    let child_column = name_arg(required(child_column, "child_column"));
+    if on_delete.is_none() && validate.is_none() {
+        error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "on_delete and validate must not both be NULL")
+            .hint("Pass the setting to change, e.g. softfk_alter(child, column, validate => 'immediate').")
+            .raise();
+    }
+    let on_delete = on_delete.map(|value| one_of("on_delete", value, ON_DELETE_ACTIONS));
+    let validate = validate.map(|value| one_of("validate", value, VALIDATE_MODES));
+    let child_rel = Table::describe(child);
+    child_rel.require_owner();
+    child_rel.lock();
+    let column = child_rel.column(&child_column);
+    if let Some(on_delete) = on_delete {
+        require_nullable_for_set_null(on_delete, &child_rel, &column);
+    }
+    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
+        "UPDATE softfk.reference
+            SET on_delete = coalesce($3, on_delete), validate = coalesce($4, validate)
+          WHERE child_table = $1 AND child_attnum = $2
+         RETURNING id",
+        &[child.into(), column.attnum.into(), on_delete.into(), validate.into()],
+    ))
+    .expect("updating softfk.reference")
+    .unwrap_or_else(|| not_registered(&child_rel, &column));
+    if let Some(validate) = validate {
+        check::remove(id);
+        check::install(id, child, &column.name, validate);
+    }
 }
 
 /// SQL: softfk_drop(child regclass, child_column name)
@@ -201,22 +241,35 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     child_rel.require_owner();
     child_rel.lock();
     let column = child_rel.column(&child_column);
-    let removed = as_extension_owner(|| Spi::get_one_with_args::<i64>(
-        "WITH removed AS (DELETE FROM softfk.reference
-                           WHERE child_table = $1 AND child_attnum = $2 RETURNING id)
-         SELECT count(*) FROM removed",
+    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
+        "DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2 RETURNING id",
         &[child.into(), column.attnum.into()],
     ))
-    .expect("deleting from softfk.reference");
-    if removed == Some(0) {
+    .expect("deleting from softfk.reference")
+    .unwrap_or_else(|| not_registered(&child_rel, &column));
+    check::remove(id);
+}
+
+fn not_registered(table: &Table, column: &Column) -> ! {
+    error(
+        ERRCODE_UNDEFINED_OBJECT,
+        format!("column \"{}\" of table \"{}\" has no soft reference", column.name, table.name),
+    )
+    .hint("SELECT * FROM softfk_references lists the registered ones.")
+    .raise()
+}
+
+/// 'set null' on a NOT NULL column could only fail later, in the purge: refuse it now.
+fn require_nullable_for_set_null(on_delete: &str, table: &Table, column: &Column) {
+    if on_delete == "set null" && column.not_null {
         error(
-            ERRCODE_UNDEFINED_OBJECT,
+            ERRCODE_INVALID_TABLE_DEFINITION,
             format!(
-                "column \"{}\" of table \"{}\" has no soft reference",
-                column.name, child_rel.name
+                "on_delete 'set null' needs a nullable column, but column \"{}\" of table \"{}\" is NOT NULL",
+                column.name, table.name
             ),
         )
-        .hint("SELECT * FROM softfk_references lists the registered ones.")
+        .hint("Use on_delete => 'cascade', or drop the NOT NULL constraint first.")
         .raise();
     }
 }
@@ -237,7 +290,7 @@ fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
 /// reach them only through these functions, after the checks above have passed as the
 /// caller (the way core's RI triggers switch user around their own queries). An error
 /// unwinds the transaction, which restores the caller's identity.
-fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = Spi::get_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk'",
     )

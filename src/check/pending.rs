@@ -1,0 +1,135 @@
+//! Pending checks: the keys of this transaction whose check event is queued and not yet run.
+//!
+//! Core queues one after-trigger event per child row. A bulk load of a million enrollments
+//! over a hundred thousand users would run a million parent probes for a hundred thousand
+//! distinct keys. The triggers' WHEN clause asks [`needs_check`] first: the first row with a
+//! key queues an event and records the key here; later rows with the same key, while that
+//! event is still queued, only count themselves as its *dependents* and queue nothing. When
+//! the event runs, [`take`] removes the key, so rows written after that queue a fresh check.
+//!
+//! Why this is safe:
+//! - A key is in the set only while an event that will check it is queued. The after-trigger
+//!   queue drops the events of an aborted subtransaction, so the subtransaction-abort callback
+//!   drops the keys recorded inside it; a stale entry would let a later row skip its check.
+//! - An event whose own row was deleted or updated by the time it runs is skipped by core's
+//!   rule, but if other rows depended on it, the key is checked anyway (src/check.rs).
+//! - Keys are compared by their bytes. Two equal bytes strings of one type are always equal
+//!   values; two equal values with different bytes (numeric 1.0 and 1.00) merely queue two
+//!   checks.
+//!
+//! Memory: the set may hold [`FREE_ENTRIES`] keys, and beyond that one more key for every
+//! [`ROWS_PER_ENTRY`] rows it spared an event, so it never costs much more than the events it
+//! saves (an event is 12 bytes; an entry about 48). When it is full, new keys simply queue
+//! their own events. Everything is forgotten at the end of the transaction.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+/// Keys the set holds regardless of how many events it saved (about 800 kB).
+const FREE_ENTRIES: usize = 16 * 1024;
+/// One more entry is allowed per this many rows that queued no event.
+const ROWS_PER_ENTRY: usize = 4;
+
+/// A key as stored bytes: by-value types as their datum word, others as their contents.
+#[derive(PartialEq, Eq, Hash)]
+pub enum KeyBytes {
+    Word(u64),
+    Bytes(Box<[u8]>),
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct PendingKey {
+    reference: i64,
+    key: KeyBytes,
+}
+
+struct Entry {
+    /// Rows that queued no event because this key's check was already queued.
+    dependents: u64,
+    /// The subtransaction that recorded the key; it goes if that one aborts.
+    recorded_in: pg_sys::SubTransactionId,
+}
+
+#[derive(Default)]
+struct Pending {
+    entries: HashMap<PendingKey, Entry>,
+    rows_spared: usize,
+}
+
+thread_local! {
+    static PENDING: RefCell<Pending> = RefCell::new(Pending::default());
+    static CALLBACKS_REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Does this row need a check event of its own? (No when one for the same key is queued.)
+pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
+    register_callbacks();
+    PENDING.with_borrow_mut(|pending| {
+        let key = PendingKey { reference, key };
+        if let Some(entry) = pending.entries.get_mut(&key) {
+            entry.dependents += 1;
+            pending.rows_spared += 1;
+            return false;
+        }
+        if pending.entries.len() < FREE_ENTRIES + pending.rows_spared / ROWS_PER_ENTRY {
+            let recorded_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
+            pending.entries.insert(key, Entry { dependents: 0, recorded_in });
+        }
+        true
+    })
+}
+
+/// The check of `key` is running now: forget the key, and say how many rows relied on it.
+pub fn take(reference: i64, key: KeyBytes) -> u64 {
+    PENDING.with_borrow_mut(|pending| {
+        pending
+            .entries
+            .remove(&PendingKey { reference, key })
+            .map_or(0, |entry| entry.dependents)
+    })
+}
+
+fn register_callbacks() {
+    if CALLBACKS_REGISTERED.get() {
+        return;
+    }
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+    }
+    CALLBACKS_REGISTERED.set(true);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    use pg_sys::XactEvent::*;
+    if matches!(
+        event,
+        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
+            | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT
+    ) {
+        PENDING.with_borrow_mut(|pending| *pending = Pending::default());
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    aborted: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        // Subtransaction ids grow within a transaction: the aborted one and every one started
+        // inside it have ids >= its own, and their queued events are gone with it.
+        PENDING.with_borrow_mut(|pending| {
+            pending.entries.retain(|_, entry| entry.recorded_in < aborted)
+        });
+    }
+}
