@@ -17,10 +17,11 @@
 //!   values; two equal values with different bytes (numeric 1.0 and 1.00) merely queue two
 //!   checks.
 //!
-//! Memory: the set may hold [`FREE_ENTRIES`] keys, and beyond that one more key for every
-//! [`ROWS_PER_ENTRY`] rows it spared an event, so it never costs much more than the events it
-//! saves (an event is 12 bytes; an entry about 48). When it is full, new keys simply queue
-//! their own events. Everything is forgotten at the end of the transaction.
+//! Memory: the set may use `work_mem`, and beyond that grows by one key for every
+//! [`ROWS_PER_ENTRY`] rows it spared an event, so it never costs more than `work_mem` plus the
+//! events it saved would have (an event is 12 bytes, an entry about [`ENTRY_BYTES`]). When it
+//! is full, new keys simply queue their own events. It is emptied at the end of the
+//! transaction.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -28,9 +29,10 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// Keys the set holds regardless of how many events it saved (about 800 kB).
-const FREE_ENTRIES: usize = 16 * 1024;
-/// One more entry is allowed per this many rows that queued no event.
+/// What one key costs in the set, hash table overhead included (a generous estimate).
+const ENTRY_BYTES: usize = 64;
+/// One more entry is allowed per this many rows that queued no event (4 x 12-byte events
+/// saved, about one entry).
 const ROWS_PER_ENTRY: usize = 4;
 
 /// A key as stored bytes: by-value types as their datum word, others as their contents.
@@ -48,7 +50,7 @@ struct PendingKey {
 
 struct Entry {
     /// Rows that queued no event because this key's check was already queued.
-    dependents: u64,
+    dependents: u32,
     /// The subtransaction that recorded the key; it goes if that one aborts.
     recorded_in: pg_sys::SubTransactionId,
 }
@@ -70,11 +72,12 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
     PENDING.with_borrow_mut(|pending| {
         let key = PendingKey { reference, key };
         if let Some(entry) = pending.entries.get_mut(&key) {
-            entry.dependents += 1;
+            entry.dependents = entry.dependents.saturating_add(1);
             pending.rows_spared += 1;
             return false;
         }
-        if pending.entries.len() < FREE_ENTRIES + pending.rows_spared / ROWS_PER_ENTRY {
+        let free_entries = unsafe { pg_sys::work_mem } as usize * 1024 / ENTRY_BYTES;
+        if pending.entries.len() < free_entries + pending.rows_spared / ROWS_PER_ENTRY {
             let recorded_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
             pending.entries.insert(key, Entry { dependents: 0, recorded_in });
         }
@@ -83,7 +86,7 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
 }
 
 /// The check of `key` is running now: forget the key, and say how many rows relied on it.
-pub fn take(reference: i64, key: KeyBytes) -> u64 {
+pub fn take(reference: i64, key: KeyBytes) -> u32 {
     PENDING.with_borrow_mut(|pending| {
         pending
             .entries
