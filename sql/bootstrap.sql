@@ -113,6 +113,7 @@ BEGIN
                  WHERE d.objid IN (f.child_table, f.parent_table)
                  ORDER BY d.objsubid LIMIT 1) AS cause
           FROM forgotten f
+         ORDER BY f.id
     LOOP
         -- A child that outlives its parent (or the parent column) loses its check triggers.
         PERFORM softfk.remove_check(gone.id);

@@ -96,3 +96,23 @@ BEGIN
         EXECUTE format('DROP TRIGGER %I ON %s', t.trigger_name, t.child);
     END LOOP;
 END $$;
+
+-- DROP EXTENSION pg_softfk takes the check triggers with it, as dropping a foreign key takes
+-- its internal triggers: every check trigger, however it was created (softfk_add, or
+-- pg_restore replaying a dump), gets an automatic dependency on the extension.
+CREATE FUNCTION softfk.depend_on_extension(check_trigger oid) RETURNS void
+STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'depend_on_extension_wrapper';
+COMMENT ON FUNCTION softfk.depend_on_extension(oid) IS
+'Make a pg_softfk check trigger go away with DROP EXTENSION pg_softfk (other triggers are ignored).';
+
+CREATE FUNCTION softfk.tie_check_triggers() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM softfk.depend_on_extension(c.objid)
+       FROM pg_event_trigger_ddl_commands() c
+      WHERE c.classid = 'pg_trigger'::regclass;
+END $$;
+
+CREATE EVENT TRIGGER softfk_tie_check_triggers ON ddl_command_end
+    WHEN TAG IN ('CREATE TRIGGER')
+    EXECUTE FUNCTION softfk.tie_check_triggers();

@@ -406,3 +406,39 @@ pub unsafe extern "C-unwind" fn softfk_key_needs_check(
 fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
     unsafe { pg_sys::TransactionIdIsCurrentTransactionId(row_xmin) }
 }
+
+/// SQL: softfk.depend_on_extension(check_trigger oid) RETURNS void
+/// Records `check_trigger` -> extension as an automatic dependency, once, and only for a
+/// trigger that runs softfk.check_key(): anyone may call it, so it ties nothing else.
+#[pg_extern(sql = false)]
+fn depend_on_extension(check_trigger: pg_sys::Oid) {
+    let is_untied_check_trigger = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (
+                SELECT FROM pg_catalog.pg_trigger t
+                 WHERE t.oid = $1 AND t.tgfoid = 'softfk.check_key()'::pg_catalog.regprocedure)
+            AND NOT EXISTS (
+                SELECT FROM pg_catalog.pg_depend d
+                 WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = $1
+                   AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass)",
+        &[check_trigger.into()],
+    )
+    .expect("reading pg_trigger")
+    .unwrap_or(false);
+    if !is_untied_check_trigger {
+        return;
+    }
+    unsafe {
+        let extension = pg_sys::get_extension_oid(c"pg_softfk".as_ptr(), false);
+        let trigger = pg_sys::ObjectAddress {
+            classId: pg_sys::TriggerRelationId,
+            objectId: check_trigger,
+            objectSubId: 0,
+        };
+        let owner = pg_sys::ObjectAddress {
+            classId: pg_sys::ExtensionRelationId,
+            objectId: extension,
+            objectSubId: 0,
+        };
+        pg_sys::recordDependencyOn(&trigger, &owner, pg_sys::DependencyType::DEPENDENCY_AUTO);
+    }
+}

@@ -217,11 +217,14 @@ fn softfk_alter(
     if let Some(on_delete) = on_delete {
         require_nullable_for_set_null(on_delete, &child_rel, &column);
     }
+    // (Through a CTE so that "not registered" is a row with a NULL, not an empty result.)
     let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
-        "UPDATE softfk.reference
-            SET on_delete = coalesce($3, on_delete), validate = coalesce($4, validate)
-          WHERE child_table = $1 AND child_attnum = $2
-         RETURNING id",
+        "WITH changed AS (
+            UPDATE softfk.reference
+               SET on_delete = coalesce($3, on_delete), validate = coalesce($4, validate)
+             WHERE child_table = $1 AND child_attnum = $2
+            RETURNING id)
+         SELECT max(id) FROM changed",
         &[child.into(), column.attnum.into(), on_delete.into(), validate.into()],
     ))
     .expect("updating softfk.reference")
@@ -242,7 +245,9 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     child_rel.lock();
     let column = child_rel.column(&child_column);
     let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
-        "DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2 RETURNING id",
+        "WITH removed AS (
+            DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2 RETURNING id)
+         SELECT max(id) FROM removed",
         &[child.into(), column.attnum.into()],
     ))
     .expect("deleting from softfk.reference")

@@ -94,7 +94,7 @@ SELECT softfk_add('intruder_child', 'user_id', 'auth_user');
 RESET ROLE;
 GRANT REFERENCES ON auth_user TO regress_softfk_intruder;
 SET ROLE regress_softfk_intruder;
-SELECT softfk_add('intruder_child', 'user_id', 'auth_user');
+SELECT softfk_add('intruder_child', 'user_id', 'auth_user', validate => 'off');
 RESET ROLE;
 SELECT child, child_column FROM softfk_references ORDER BY 1, 2;
 -- The registry's tables themselves stay out of reach of ordinary users.
@@ -103,7 +103,8 @@ DELETE FROM softfk.reference;
 RESET ROLE;
 
 -- A registration whose key type was later changed to something incomparable says so
--- when it is used, instead of running a wrong query.
+-- when it is used, instead of running a wrong query. (With validate on, the check triggers
+-- depend on the column and ALTER COLUMN TYPE is refused; see check.sql.)
 ALTER TABLE intruder_child ALTER COLUMN user_id TYPE text;
 SELECT child FROM orphan_report();
 

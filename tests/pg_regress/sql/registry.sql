@@ -87,8 +87,11 @@ CREATE TABLE tenant_users (id int PRIMARY KEY, tenant_id int);
 SELECT softfk_add('tenant_users', 'tenant_id', 'tenants');
 SELECT child, child_column, parent FROM softfk_references WHERE child IN ('events'::regclass, 'tenant_users'::regclass) ORDER BY 1;
 
--- DROP EXTENSION takes its schema, tables, event triggers and views with it.
+-- DROP EXTENSION takes its schema, tables, event triggers, views and the check triggers it
+-- put on user tables with it.
+SELECT count(*) AS check_triggers FROM pg_trigger WHERE tgname LIKE '%softfk%';
 DROP EXTENSION pg_softfk;
+SELECT count(*) AS check_triggers_left FROM pg_trigger WHERE tgname LIKE '%softfk%';
 SELECT count(*) AS left_behind FROM pg_namespace WHERE nspname = 'softfk';
 SELECT count(*) AS event_triggers FROM pg_event_trigger WHERE evtname LIKE 'softfk%';
 ALTER TABLE staff RENAME COLUMN manager_id TO boss_id;  -- no event trigger left to fail

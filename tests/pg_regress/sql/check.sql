@@ -1,0 +1,221 @@
+-- Check: validate => 'deferred' (the default) and 'immediate' install constraint triggers that
+-- verify each new or changed child key exists in the parent, without locking the parent row
+-- (the isolation specs and the TAP test prove the "without locking" part).
+CREATE EXTENSION pg_softfk;
+\set VERBOSITY default
+-- Function call counts show how many checks ran (track_functions counts trigger calls too;
+-- the backend's counts only grow within a transaction, so differences are exact).
+SET track_functions = 'all';
+CREATE VIEW checks_run AS
+SELECT coalesce(sum(calls), 0) AS checks
+  FROM pg_stat_xact_user_functions WHERE schemaname = 'softfk' AND funcname = 'check_key';
+
+-- An int8 parent in a non-public schema with quoted, mixed-case names, and an int4 child.
+CREATE SCHEMA "Learning Platform";
+CREATE TABLE "Learning Platform"."AuthUser" ("Id" int8 PRIMARY KEY, "LastLogin" timestamptz);
+CREATE TABLE "Learning Platform"."Enrollment" (
+    id serial PRIMARY KEY, "UserId" int4 NOT NULL, course text, "Note" text);
+INSERT INTO "Learning Platform"."AuthUser" SELECT g FROM generate_series(1, 10) g;
+SELECT softfk_add('"Learning Platform"."Enrollment"', 'UserId', '"Learning Platform"."AuthUser"');
+
+-- Two constraint triggers, deferrable and initially deferred; their names work in
+-- SET CONSTRAINTS and are listed by softfk_references.
+SELECT tgname, tgdeferrable, tginitdeferred
+  FROM pg_trigger WHERE tgrelid = '"Learning Platform"."Enrollment"'::regclass ORDER BY tgname;
+SELECT check_triggers FROM softfk_references;
+
+-- Deferred: a missing key is reported at COMMIT, not at the INSERT.
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (1), (42);
+SELECT 'the INSERT went through' AS deferred;
+COMMIT;
+SELECT count(*) AS rows_kept FROM "Learning Platform"."Enrollment";
+
+-- A parent saved earlier in the same transaction counts (Django saves the user, then
+-- enrolls it); with a deferred check, so does one saved after the child.
+BEGIN;
+INSERT INTO "Learning Platform"."AuthUser" VALUES (11);
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (11);
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (12);
+INSERT INTO "Learning Platform"."AuthUser" VALUES (12);
+COMMIT;
+-- A parent deleted later in the same transaction does not.
+BEGIN;
+INSERT INTO "Learning Platform"."AuthUser" VALUES (13);
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (13);
+DELETE FROM "Learning Platform"."AuthUser" WHERE "Id" = 13;
+COMMIT;
+
+-- One check per distinct key, not per row: 1000 rows over 10 users run 10 checks.
+BEGIN;
+SELECT checks AS before FROM checks_run \gset
+INSERT INTO "Learning Platform"."Enrollment" ("UserId", course)
+SELECT 1 + g % 10, 'course ' || g FROM generate_series(1, 1000) g;
+SET CONSTRAINTS ALL IMMEDIATE;
+SELECT checks - :before AS checks_run FROM checks_run;
+-- Once those checks ran, a new row with the same key is checked again.
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (1);
+SELECT checks - :before AS checks_run FROM checks_run;
+COMMIT;
+
+-- UPDATEs that keep the key queue no check, even one that assigns the key to itself (as
+-- Django's save() does) ...
+BEGIN;
+SELECT checks AS before FROM checks_run \gset
+UPDATE "Learning Platform"."Enrollment" SET "Note" = 'seen' WHERE "UserId" = 1;
+UPDATE "Learning Platform"."Enrollment" SET "UserId" = "UserId" WHERE "UserId" = 2;
+SET CONSTRAINTS ALL IMMEDIATE;
+SELECT checks - :before AS checks_run FROM checks_run;
+COMMIT;
+-- ... and a changed key is checked.
+UPDATE "Learning Platform"."Enrollment" SET "UserId" = 3 WHERE "UserId" = 2;
+UPDATE "Learning Platform"."Enrollment" SET "UserId" = 77 WHERE "UserId" = 3;
+-- A row inserted in this transaction and then updated in another column is still checked
+-- (its INSERT check skips the outdated row version; the UPDATE takes over).
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (46);
+UPDATE "Learning Platform"."Enrollment" SET "Note" = 'edited' WHERE "UserId" = 46;
+COMMIT;
+-- An inserted row whose key is then fixed passes.
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (47);
+UPDATE "Learning Platform"."Enrollment" SET "UserId" = 4 WHERE "UserId" = 47;
+COMMIT;
+
+-- A child row inserted and deleted in the same transaction is not checked ...
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (43), (43);
+DELETE FROM "Learning Platform"."Enrollment" WHERE "UserId" = 43;
+COMMIT;
+-- ... but when only one of two rows with the key is deleted, the other is.
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId", "Note") VALUES (44, 'first'), (44, 'second');
+DELETE FROM "Learning Platform"."Enrollment" WHERE "UserId" = 44 AND "Note" = 'first';
+COMMIT;
+
+-- SET CONSTRAINTS: by name, the queued checks run at once; ALL IMMEDIATE checks each
+-- following statement.
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (48);
+SET CONSTRAINTS "Learning Platform"."Enrollment_UserId_softfk_ins" IMMEDIATE;
+ROLLBACK;
+BEGIN;
+SET CONSTRAINTS ALL IMMEDIATE;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (49);
+ROLLBACK;
+
+-- Subtransactions: a key whose check was queued in a rolled-back savepoint is not taken as
+-- "already queued" afterwards.
+BEGIN;
+SAVEPOINT before_insert;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (50);
+ROLLBACK TO before_insert;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (50);
+COMMIT;
+-- A check that failed inside a rolled-back savepoint is still due at COMMIT.
+BEGIN;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (51);
+SAVEPOINT early_check;
+SET CONSTRAINTS ALL IMMEDIATE;
+ROLLBACK TO early_check;
+COMMIT;
+-- A savepoint rolled back with its bad row leaves nothing to fail.
+BEGIN;
+SAVEPOINT bad_row;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (52);
+ROLLBACK TO bad_row;
+COMMIT;
+
+-- COPY is checked like INSERT.
+COPY "Learning Platform"."Enrollment" ("UserId") FROM stdin;
+5
+53
+\.
+
+-- validate => 'immediate': the same check at the end of each statement.
+CREATE TABLE auth_user (id int4 PRIMARY KEY, username varchar(150) UNIQUE NOT NULL);
+CREATE TABLE bookmark (id serial PRIMARY KEY, user_id int8, username varchar(150));
+INSERT INTO auth_user VALUES (1, 'ada'), (2, 'grace');
+SELECT softfk_add('bookmark', 'user_id', 'auth_user', validate => 'immediate');
+SELECT tgname, tgdeferrable, tginitdeferred
+  FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass ORDER BY tgname;
+BEGIN;
+INSERT INTO bookmark (user_id) VALUES (1), (2);
+INSERT INTO bookmark (user_id) VALUES (3);
+ROLLBACK;
+-- NULL keys pass.
+INSERT INTO bookmark (user_id) VALUES (NULL);
+-- A parent inserted by the same statement counts.
+WITH new_user AS (INSERT INTO auth_user VALUES (3, 'linus') RETURNING id)
+INSERT INTO bookmark (user_id) SELECT id FROM new_user;
+-- SET CONSTRAINTS ... DEFERRED defers it to COMMIT.
+BEGIN;
+SET CONSTRAINTS bookmark_user_id_softfk_ins DEFERRED;
+INSERT INTO bookmark (user_id) VALUES (4);
+INSERT INTO auth_user VALUES (4, 'barbara');
+COMMIT;
+
+-- A varchar child key against a text parent key (compared after the implicit cast).
+SELECT softfk_add('bookmark', 'username', 'auth_user', 'username');
+INSERT INTO bookmark (username) VALUES ('ada');
+INSERT INTO bookmark (username) VALUES ('alan');
+
+-- Changing the mode is one call: softfk_alter. 'off' removes the triggers; turning it back on
+-- does not re-check rows written meanwhile (orphan_report() finds them).
+SELECT softfk_alter('bookmark', 'user_id', validate => 'off');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass ORDER BY tgname;
+INSERT INTO bookmark (user_id) VALUES (99);
+SELECT softfk_alter('bookmark', 'user_id', validate => 'deferred');
+SELECT tgname, tginitdeferred FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass ORDER BY tgname;
+SELECT child, child_column, orphan_rows, sample_keys FROM orphan_report() WHERE child = 'bookmark'::regclass;
+INSERT INTO bookmark (user_id) VALUES (98);
+-- As with core's foreign keys, an UPDATE that keeps an old orphan's key is not checked.
+UPDATE bookmark SET username = NULL WHERE user_id = 99;
+-- softfk_drop removes them.
+SELECT softfk_drop('bookmark', 'username');
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass ORDER BY tgname;
+
+-- A partitioned child: the triggers are cloned to every partition, also one attached later.
+CREATE TABLE completion (user_id int4, block text) PARTITION BY HASH (user_id);
+CREATE TABLE completion_0 PARTITION OF completion FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+SELECT softfk_add('completion', 'user_id', 'auth_user');
+CREATE TABLE completion_1 (block text, user_id int4);
+ALTER TABLE completion ATTACH PARTITION completion_1 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+INSERT INTO completion SELECT g, 'block' FROM generate_series(1, 4) g;
+INSERT INTO completion SELECT g, 'block' FROM generate_series(1, 6) g;
+
+-- A partitioned parent: its key is probed in each partition's index.
+CREATE TABLE tenant_user (id int8 PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE tenant_user_low PARTITION OF tenant_user FOR VALUES FROM (0) TO (100);
+CREATE TABLE tenant_user_high PARTITION OF tenant_user FOR VALUES FROM (100) TO (MAXVALUE);
+INSERT INTO tenant_user VALUES (5), (500);
+CREATE TABLE tenant_note (user_id int8);
+SELECT softfk_add('tenant_note', 'user_id', 'tenant_user');
+INSERT INTO tenant_note VALUES (5), (500);
+INSERT INTO tenant_note VALUES (50);
+
+-- Dropping the parent removes the registration and the child's triggers with it.
+DROP TABLE tenant_user;
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'tenant_note'::regclass;
+INSERT INTO tenant_note VALUES (50);
+
+-- The check triggers depend on the key column: ALTER COLUMN TYPE is refused while the
+-- reference is validated; switch validate off around it.
+ALTER TABLE bookmark ALTER COLUMN user_id TYPE int4;
+SELECT softfk_alter('bookmark', 'user_id', validate => 'off');
+ALTER TABLE bookmark ALTER COLUMN user_id TYPE int4;
+SELECT softfk_alter('bookmark', 'user_id', validate => 'immediate');
+INSERT INTO bookmark (user_id) VALUES (97);
+
+-- What a check trigger refuses to be.
+CREATE TABLE misuse (user_id int);
+CREATE TRIGGER misuse BEFORE INSERT ON misuse FOR EACH ROW EXECUTE FUNCTION softfk.check_key('1');
+INSERT INTO misuse VALUES (1);
+DROP TRIGGER misuse ON misuse;
+CREATE CONSTRAINT TRIGGER misuse AFTER INSERT ON misuse FOR EACH ROW EXECUTE FUNCTION softfk.check_key('12345');
+INSERT INTO misuse VALUES (1);
+
+DROP SCHEMA "Learning Platform" CASCADE;
+DROP TABLE bookmark, completion, tenant_note, misuse, auth_user;
+DROP VIEW checks_run;
+DROP EXTENSION pg_softfk;
