@@ -238,10 +238,14 @@ impl Plan {
         let reference = registry::load(Some((self.registered_child, &self.registered_column)))
             .pop()
             .expect("the registration was just read");
-        Spi::get_one_with_args::<bool>(
-            &reference.rows_written_here_with_key_sql(),
-            &[DatumWithOid::from(key_text)],
-        )
+        // Not as the caller, who may INSERT into the child without being allowed to SELECT
+        // from it; core's RI queries likewise run as a table owner.
+        registry::as_extension_owner(|| {
+            Spi::get_one_with_args::<bool>(
+                &reference.rows_written_here_with_key_sql(),
+                &[DatumWithOid::from(key_text)],
+            )
+        })
         .expect("looking for this transaction's rows")
         .unwrap_or(false)
     }
