@@ -20,7 +20,10 @@
 #                also "noop": a deferred constraint trigger that does nothing (contrib lo's
 #                lo_manage on INSERT), the floor any deferred per-row check starts from
 #   (d) memory   the backend's peak anonymous memory (RssAnon: private heap, not shared
-#                buffers) during one INSERT of 10M rows, over 1M users and all distinct
+#                buffers) during one INSERT of 10M rows, over 1M users and all distinct;
+#                also "fk_deferred", a DEFERRABLE INITIALLY DEFERRED foreign key (what Django
+#                creates): core copies deferred events at statement end, which doubles them
+# BENCH_SECTIONS="a d" runs only those sections (default: a b c d).
 # The cluster runs with synchronous_commit = off, so latencies measure the database's work
 # rather than this machine's fsync.
 source "$(dirname "${BASH_SOURCE[0]}")/../script/lib.sh"
@@ -34,6 +37,8 @@ VARIANTS=(none fk soft immediate)
 CONTENTION_SECONDS=${CONTENTION_SECONDS:-30}
 SINGLE_SECONDS=${SINGLE_SECONDS:-15}
 MEMORY_ROWS=${MEMORY_ROWS:-10000000}
+SECTIONS=${BENCH_SECTIONS:-a b c d}
+section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 install_prerequisites
 if ! command -v gnuplot >/dev/null; then
@@ -67,6 +72,8 @@ CREATE INDEX ON enroll_none (user_id);
 CREATE TABLE enroll_fk (LIKE enroll_none INCLUDING ALL, FOREIGN KEY (user_id) REFERENCES auth_user);
 CREATE TABLE enroll_soft (LIKE enroll_none INCLUDING ALL);
 CREATE TABLE enroll_immediate (LIKE enroll_none INCLUDING ALL);
+CREATE TABLE enroll_fk_deferred (LIKE enroll_none INCLUDING ALL,
+    FOREIGN KEY (user_id) REFERENCES auth_user DEFERRABLE INITIALLY DEFERRED);
 SELECT softfk_add('enroll_soft', 'user_id', 'auth_user');
 SELECT softfk_add('enroll_immediate', 'user_id', 'auth_user', validate => 'immediate');
 CREATE EXTENSION lo;
@@ -79,12 +86,12 @@ SQL
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 # rotated I: the variants, starting at a different one each repetition.
 rotated() { local i=$1 n=${#VARIANTS[@]} k; for k in $(seq 0 $((n - 1))); do echo "${VARIANTS[$(((i + k) % n))]}"; done; }
-fresh() { sql -c "TRUNCATE enroll_none, enroll_fk, enroll_soft, enroll_immediate, enroll_noop" -c "CHECKPOINT"; }
+fresh() { sql -c "TRUNCATE enroll_none, enroll_fk, enroll_fk_deferred, enroll_soft, enroll_immediate, enroll_noop" -c "CHECKPOINT"; }
 
 # ---------------------------------------------------------------------------------------- (a)
-say "(a) bulk INSERT ... SELECT of 1M rows, $REPEATS rounds"
 : >"$WORK/bulk.txt"
-for i in $(seq 1 "$REPEATS"); do
+section a && say "(a) bulk INSERT ... SELECT of 1M rows, $REPEATS rounds"
+section a && for i in $(seq 1 "$REPEATS"); do
     for shape in repeated distinct; do
         for v in $(rotated "$i"); do
             fresh
@@ -97,7 +104,7 @@ for i in $(seq 1 "$REPEATS"); do
 done
 
 # ---------------------------------------------------------------------------------------- (b)
-say "(b) contention: 4 inserters, 2 lockers on 50 hot users, ${CONTENTION_SECONDS}s, $REPEATS rounds"
+section b && say "(b) contention: 4 inserters, 2 lockers on 50 hot users, ${CONTENTION_SECONDS}s, $REPEATS rounds"
 cat >"$WORK/locker.sql" <<'SQL'
 \set hot random(1, 50)
 BEGIN;
@@ -115,7 +122,7 @@ done
 chown postgres: "$WORK"/*.sql
 next_multixact() { sql -c "CHECKPOINT" -c "SELECT next_multixact_id FROM pg_control_checkpoint()"; }
 : >"$WORK/contention.txt"
-for i in $(seq 1 "$REPEATS"); do
+section b && for i in $(seq 1 "$REPEATS"); do
     for v in $(rotated "$i"); do
         fresh
         run=$WORK/contention_${v}_$i
@@ -135,9 +142,9 @@ for i in $(seq 1 "$REPEATS"); do
 done
 
 # ---------------------------------------------------------------------------------------- (c)
-say "(c) single-row inserts, 1 client, no contention, ${SINGLE_SECONDS}s, $REPEATS rounds"
 : >"$WORK/single.txt"
-for i in $(seq 1 "$REPEATS"); do
+section c && say "(c) single-row inserts, 1 client, no contention, ${SINGLE_SECONDS}s, $REPEATS rounds"
+section c && for i in $(seq 1 "$REPEATS"); do
     for v in $(rotated "$i") noop; do
         fresh
         latency=$(pgbench -c 1 -T "$SINGLE_SECONDS" -f "$WORK/single_$v.sql" 2>/dev/null |
@@ -147,7 +154,7 @@ for i in $(seq 1 "$REPEATS"); do
 done
 
 # ---------------------------------------------------------------------------------------- (d)
-say "(d) peak backend memory during one INSERT of 10M rows"
+section d && say "(d) peak backend memory during one INSERT of $MEMORY_ROWS rows"
 # peak_rss_anon APPNAME: the highest RssAnon (kB) of the backend running as APPNAME, sampled
 # every 0.1 s until it goes idle.
 peak_rss_anon() {
@@ -165,12 +172,12 @@ peak_rss_anon() {
     echo "$peak"
 }
 : >"$WORK/memory.txt"
-for shape in repeated distinct; do
+section d && for shape in repeated distinct; do
     case $shape in
     repeated) keys="1 + (hashint4(g) & 2147483647) % 1000000" ;;
     distinct) keys="g" ;;
     esac
-    for v in "${VARIANTS[@]}"; do
+    for v in "${VARIANTS[@]}" fk_deferred; do
         fresh
         peak_rss_anon "memory_$v" >"$WORK/peak" &
         as_postgres env PGAPPNAME="memory_$v" "$PG_BIN/psql" -X -q -h "$CLUSTER" -p "$PORT" -d postgres \
@@ -184,8 +191,8 @@ done
 # ------------------------------------------------------------------------------------ summary
 say "medians over $REPEATS rounds"
 {
-    echo "(a) bulk INSERT of 1M rows: median ms, and ratio to none / to fk"
-    for shape in repeated distinct; do
+    section a && echo "(a) bulk INSERT of 1M rows: median ms, and ratio to none / to fk"
+    section a && for shape in repeated distinct; do
         none=$(awk -v s=$shape '$1 == s && $2 == "none" { print $3 }' "$WORK/bulk.txt" | median)
         fk=$(awk -v s=$shape '$1 == s && $2 == "fk" { print $3 }' "$WORK/bulk.txt" | median)
         for v in "${VARIANTS[@]}"; do
@@ -194,6 +201,7 @@ say "medians over $REPEATS rounds"
                 'BEGIN { printf "  %-9s %-10s %10.1f ms  %5.2fx none  %5.2fx fk\n", s, v, m, m / n, m / f }'
         done
     done
+    if section b; then
     echo "(b) contention: median inserter TPS, p99 ms, MultiXacts created"
     none_tps=$(awk '$1 == "none" { print $2 }' "$WORK/contention.txt" | median)
     none_p99=$(awk '$1 == "none" { print $3 }' "$WORK/contention.txt" | median)
@@ -204,17 +212,21 @@ say "medians over $REPEATS rounds"
         awk -v v=$v -v t="$tps" -v p="$p99" -v m="$mx" -v nt="$none_tps" -v np="$none_p99" \
             'BEGIN { printf "  %-10s %8.0f tps (%4.2fx none)  p99 %7.2f ms (%5.2fx none)  multixacts %d\n", v, t, t / nt, p, p / np, m }'
     done
+    fi
+    if section c; then
     echo "(c) single-row insert: median latency ms"
     none_lat=$(awk '$1 == "none" { print $2 }' "$WORK/single.txt" | median)
     for v in "${VARIANTS[@]}" noop; do
         lat=$(awk -v v=$v '$1 == v { print $2 }' "$WORK/single.txt" | median)
         awk -v v=$v -v l="$lat" -v n="$none_lat" 'BEGIN { printf "  %-10s %7.3f ms  %5.2fx none\n", v, l, l / n }'
     done
-    echo "(d) peak backend RssAnon during one 10M-row INSERT (MB)"
+    fi
+    section d && echo "(d) peak backend RssAnon during one 10M-row INSERT (MB)"
     awk '{ printf "  %-9s %-10s %8.1f MB\n", $1, $2, $3 / 1024 }' "$WORK/memory.txt"
 } | tee "$WORK/summary.txt"
 
 # The plot: inserter TPS second by second in the last round of (b), one line per variant.
+section b || exit 0
 for v in "${VARIANTS[@]}"; do
     sed -n 's/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/\1 \2/p' \
         "$WORK/contention_${v}_$REPEATS/progress.txt" >"$WORK/tps_$v.dat"

@@ -43,8 +43,19 @@ pub fn install(reference: i64, child: pg_sys::Oid, child_column: &str, validate:
     .expect("installing the check triggers");
 }
 
-/// Remove the check triggers of a reference, wherever they are.
-pub fn remove(reference: i64) {
+/// Remove the check triggers of a reference, wherever they are. Refused while checks of this
+/// transaction are still queued on the child (core would fail them at COMMIT with "could not
+/// find trigger"), as ALTER TABLE refuses a table with pending trigger events.
+pub fn remove(reference: i64, child: pg_sys::Oid) {
+    if unsafe { pg_sys::AfterTriggerPendingOnRel(child) } {
+        error(
+            ERRCODE_OBJECT_IN_USE,
+            "cannot change the check of a soft reference while its checks are pending",
+        )
+        .detail("This transaction wrote rows to the child table whose deferred checks have not run yet.")
+        .hint("Run SET CONSTRAINTS ALL IMMEDIATE first, or do it in a transaction of its own.")
+        .raise();
+    }
     Spi::run_with_args("SELECT softfk.remove_check($1)", &[reference.into()])
         .expect("removing the check triggers");
 }
@@ -301,12 +312,21 @@ fn reference_argument(trigger: &pg_sys::Trigger) -> i64 {
     })
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_softfk_check_key() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
+/// `PG_FUNCTION_INFO_V1`: the record PostgreSQL looks up before calling a C function by name.
+/// (The two functions below take `fcinfo` directly: a trigger, and a WHEN-clause helper that
+/// caches in `fn_extra`.)
+macro_rules! function_info_v1 {
+    ($finfo:ident) => {
+        #[unsafe(no_mangle)]
+        #[doc(hidden)]
+        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
+            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+            &V1
+        }
+    };
 }
+
+function_info_v1!(pg_finfo_softfk_check_key);
 
 /// SQL: softfk.check_key() RETURNS trigger — AFTER INSERT / UPDATE, FOR EACH ROW, one argument:
 /// the reference id.
@@ -373,12 +393,7 @@ pub unsafe extern "C-unwind" fn softfk_check_key(fcinfo: pg_sys::FunctionCallInf
     .raise()
 }
 
-#[unsafe(no_mangle)]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_softfk_key_needs_check() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+function_info_v1!(pg_finfo_softfk_key_needs_check);
 
 /// SQL: softfk.key_needs_check(reference bigint, key anyelement) RETURNS boolean STRICT.
 /// Runs for every written row, so the key type's length is looked up once per trigger and

@@ -230,7 +230,7 @@ fn softfk_alter(
     .expect("updating softfk.reference")
     .unwrap_or_else(|| not_registered(&child_rel, &column));
     if let Some(validate) = validate {
-        check::remove(id);
+        check::remove(id, child);
         check::install(id, child, &column.name, validate);
     }
 }
@@ -252,7 +252,7 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     ))
     .expect("deleting from softfk.reference")
     .unwrap_or_else(|| not_registered(&child_rel, &column));
-    check::remove(id);
+    check::remove(id, child);
 }
 
 fn not_registered(table: &Table, column: &Column) -> ! {

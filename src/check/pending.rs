@@ -17,11 +17,11 @@
 //!   values; two equal values with different bytes (numeric 1.0 and 1.00) merely queue two
 //!   checks.
 //!
-//! Memory: the set may use `work_mem`, and beyond that grows by one key for every
-//! [`ROWS_PER_ENTRY`] rows it spared an event, so it never costs more than `work_mem` plus the
-//! events it saved would have (an event is 12 bytes, an entry about [`ENTRY_BYTES`]). When it
-//! is full, new keys simply queue their own events. It is emptied at the end of the
-//! transaction.
+//! Memory: the set may use `work_mem`, and beyond that as many bytes as the events it spared
+//! would have taken (an event is [`EVENT_BYTES`]), counting its hash table exactly (and the
+//! old table too while it doubles). So the set plus the events queued never take more than
+//! `work_mem` over what one event per row would. When the set may not grow, new keys simply
+//! queue their own events. It is emptied at the end of the transaction.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -29,17 +29,24 @@ use std::collections::HashMap;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-/// What one key costs in the set, hash table overhead included (a generous estimate).
-const ENTRY_BYTES: usize = 64;
-/// One more entry is allowed per this many rows that queued no event (4 x 12-byte events
-/// saved, about one entry).
-const ROWS_PER_ENTRY: usize = 4;
+/// What a spared row saves: one after-trigger event (core's AfterTriggerEventDataOneCtid).
+const EVENT_BYTES: usize = 12;
 
 /// A key as stored bytes: by-value types as their datum word, others as their contents.
 #[derive(PartialEq, Eq, Hash)]
 pub enum KeyBytes {
     Word(u64),
     Bytes(Box<[u8]>),
+}
+
+impl KeyBytes {
+    /// Bytes held outside the hash table (an allocation's header counted as 16).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            KeyBytes::Word(_) => 0,
+            KeyBytes::Bytes(bytes) => bytes.len() + 16,
+        }
+    }
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -59,6 +66,34 @@ struct Entry {
 struct Pending {
     entries: HashMap<PendingKey, Entry>,
     rows_spared: usize,
+    /// Sum of the keys' heap_bytes().
+    key_heap_bytes: usize,
+}
+
+impl Pending {
+    /// Whether one more key of `new_heap_bytes` fits the budget: work_mem plus the events the
+    /// set has spared so far.
+    fn may_record(&self, new_heap_bytes: usize) -> bool {
+        let budget = unsafe { pg_sys::work_mem } as usize * 1024 + self.rows_spared * EVENT_BYTES;
+        let capacity = self.entries.capacity();
+        let table = if self.entries.len() < capacity {
+            table_bytes(capacity)
+        } else {
+            // Inserting doubles the table; both exist while it is copied.
+            table_bytes(capacity) + table_bytes((capacity.max(3) + 1) * 2)
+        };
+        table + self.key_heap_bytes + new_heap_bytes <= budget
+    }
+}
+
+/// The bytes of a hash table with room for `capacity` entries: hashbrown keeps at least 8/7
+/// as many buckets, a power of two, each an entry plus one control byte.
+fn table_bytes(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = (capacity * 8 / 7).max(capacity + 1).next_power_of_two();
+    buckets * (size_of::<(PendingKey, Entry)>() + 1)
 }
 
 thread_local! {
@@ -76,10 +111,11 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
             pending.rows_spared += 1;
             return false;
         }
-        let free_entries = unsafe { pg_sys::work_mem } as usize * 1024 / ENTRY_BYTES;
-        if pending.entries.len() < free_entries + pending.rows_spared / ROWS_PER_ENTRY {
+        let heap_bytes = key.key.heap_bytes();
+        if pending.may_record(heap_bytes) {
             let recorded_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
             pending.entries.insert(key, Entry { dependents: 0, recorded_in });
+            pending.key_heap_bytes += heap_bytes;
         }
         true
     })
@@ -88,10 +124,12 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
 /// The check of `key` is running now: forget the key, and say how many rows relied on it.
 pub fn take(reference: i64, key: KeyBytes) -> u32 {
     PENDING.with_borrow_mut(|pending| {
-        pending
-            .entries
-            .remove(&PendingKey { reference, key })
-            .map_or(0, |entry| entry.dependents)
+        let heap_bytes = key.heap_bytes();
+        let entry = pending.entries.remove(&PendingKey { reference, key });
+        if entry.is_some() {
+            pending.key_heap_bytes -= heap_bytes;
+        }
+        entry.map_or(0, |entry| entry.dependents)
     })
 }
 
@@ -132,7 +170,8 @@ unsafe extern "C-unwind" fn at_subtransaction_end(
         // Subtransaction ids grow within a transaction: the aborted one and every one started
         // inside it have ids >= its own, and their queued events are gone with it.
         PENDING.with_borrow_mut(|pending| {
-            pending.entries.retain(|_, entry| entry.recorded_in < aborted)
+            pending.entries.retain(|_, entry| entry.recorded_in < aborted);
+            pending.key_heap_bytes = pending.entries.keys().map(|k| k.key.heap_bytes()).sum();
         });
     }
 }

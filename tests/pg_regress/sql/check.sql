@@ -171,6 +171,11 @@ SELECT child, child_column, orphan_rows, sample_keys FROM orphan_report() WHERE 
 INSERT INTO bookmark (user_id) VALUES (98);
 -- As with core's foreign keys, an UPDATE that keeps an old orphan's key is not checked.
 UPDATE bookmark SET username = NULL WHERE user_id = 99;
+-- Not while this transaction's checks are still queued on the child.
+BEGIN;
+INSERT INTO bookmark (user_id) VALUES (1);
+SELECT softfk_alter('bookmark', 'user_id', validate => 'off');
+ROLLBACK;
 -- softfk_drop removes them.
 SELECT softfk_drop('bookmark', 'username');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass ORDER BY tgname;
