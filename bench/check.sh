@@ -232,7 +232,7 @@ for v in "${VARIANTS[@]}"; do
         "$WORK/contention_${v}_$REPEATS/progress.txt" >"$WORK/tps_$v.dat"
 done
 gnuplot <<GNUPLOT
-set terminal pngcairo size 900,480 font ",10"
+set terminal pngcairo size 900,480 font ",10" noenhanced
 set output "$ROOT/bench/check-contention.png"
 set title "Child inserts for 50 hot users while 2 sessions lock them FOR UPDATE (4 inserters, PG $PG_MAJOR, 2 cores)"
 set xlabel "seconds"

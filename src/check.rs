@@ -34,6 +34,11 @@ use crate::error::error;
 use crate::registry;
 use pending::KeyBytes;
 
+/// The check's settings (`pg_softfk.*` GUCs); called from `_PG_init`.
+pub fn define_settings() {
+    pending::define_settings();
+}
+
 /// Install the check triggers of a reference for `validate` ('off' installs none).
 pub fn install(reference: i64, child: pg_sys::Oid, child_column: &str, validate: &str) {
     Spi::run_with_args(

@@ -15,6 +15,13 @@ mod scan_count;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 
+/// Runs when a backend (or, with shared_preload_libraries, the postmaster) loads the library.
+#[::pgrx::pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    check::define_settings();
+    unsafe { ::pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_softfk".as_ptr()) };
+}
+
 // Internal tables, event triggers and helpers first; the API (functions, views) last.
 ::pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 ::pgrx::extension_sql_file!("../sql/check.sql", name = "check", requires = ["bootstrap"]);

@@ -17,20 +17,39 @@
 //!   values; two equal values with different bytes (numeric 1.0 and 1.00) merely queue two
 //!   checks.
 //!
-//! Memory: the set may use `work_mem`, and beyond that as many bytes as the events it spared
-//! would have taken (an event is [`EVENT_BYTES`]), counting its hash table exactly (and the
-//! old table too while it doubles). So the set plus the events queued never take more than
-//! `work_mem` over what one event per row would. When the set may not grow, new keys simply
-//! queue their own events. It is emptied at the end of the transaction.
+//! Memory: the set may use `pg_softfk.check_dedup_memory` (default 16MB), and beyond that as
+//! many bytes as the events it spared would have taken (an event is [`EVENT_BYTES`]),
+//! counting its hash table exactly (and the old table too while it doubles). So the set plus
+//! the events queued never take more than that setting over what one event per row would.
+//! When the set may not grow, new keys simply queue their own events. It is emptied at the
+//! end of the transaction.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// What a spared row saves: one after-trigger event (core's AfterTriggerEventDataOneCtid).
 const EVENT_BYTES: usize = 12;
+
+/// `pg_softfk.check_dedup_memory`, in kB.
+pub static DEDUP_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+
+pub fn define_settings() {
+    GucRegistry::define_int_guc(
+        c"pg_softfk.check_dedup_memory",
+        c"Memory a backend may use to run one check per distinct key instead of one per row.",
+        c"Per transaction: the set of child keys whose check is already queued may use this \
+          much, plus what the events it spared would have used. 0 keeps only the latter.",
+        &DEDUP_MEMORY,
+        0,
+        i32::MAX / 1024,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
+    );
+}
 
 /// A key as stored bytes: by-value types as their datum word, others as their contents.
 #[derive(PartialEq, Eq, Hash)]
@@ -71,10 +90,10 @@ struct Pending {
 }
 
 impl Pending {
-    /// Whether one more key of `new_heap_bytes` fits the budget: work_mem plus the events the
-    /// set has spared so far.
+    /// Whether one more key of `new_heap_bytes` fits the budget: check_dedup_memory plus the
+    /// events the set has spared so far.
     fn may_record(&self, new_heap_bytes: usize) -> bool {
-        let budget = unsafe { pg_sys::work_mem } as usize * 1024 + self.rows_spared * EVENT_BYTES;
+        let budget = DEDUP_MEMORY.get() as usize * 1024 + self.rows_spared * EVENT_BYTES;
         let capacity = self.entries.capacity();
         let table = if self.entries.len() < capacity {
             table_bytes(capacity)
