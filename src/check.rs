@@ -10,9 +10,9 @@
 //! own writes, including a user saved earlier in the same transaction), and takes no row lock:
 //! nothing is written to the parent's pages.
 //!
-//! The price is a race window, stated in the README: a parent deleted by a transaction that
-//! commits after this check but before the child commits leaves an orphan. The purge closes
-//! that window after the fact.
+//! The price is a race window, stated in the README: a parent whose DELETE commits after this
+//! check has looked (whether before or after the child commits) leaves an orphan. The purge
+//! closes that window after the fact.
 //!
 //! The triggers (sql/check.sql) are constraint triggers, so deferral and `SET CONSTRAINTS`
 //! come from core's after-trigger queue. Their WHEN clause asks [`pending`] whether the key
