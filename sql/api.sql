@@ -74,3 +74,51 @@ SELECT r.child_table  AS child,
   JOIN pg_catalog.pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
  ORDER BY r.child_table::text, ca.attname;
 COMMENT ON VIEW softfk_references IS 'Every soft reference, with current table and column names.';
+
+CREATE FUNCTION softfk_purge()
+RETURNS TABLE (child regclass, child_column text, parent regclass, on_delete text, rows bigint)
+VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_purge_wrapper';
+COMMENT ON FUNCTION softfk_purge() IS
+'Run the purge now, in this transaction: apply each reference''s on_delete action to the child rows of deleted parent keys, as the background worker does. One row per reference whose rows it deleted, nulled or archived. Deletions of this same transaction wait for its commit.';
+
+CREATE FUNCTION softfk_restore(parent regclass, key text)
+RETURNS bigint VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_restore_wrapper';
+COMMENT ON FUNCTION softfk_restore(regclass, text) IS
+'Put back the child rows archived (on_delete ''archive'') after parent key "key" of "parent" was deleted; returns how many. Re-create the parent row first.';
+
+CREATE VIEW softfk_status AS
+SELECT r.child_table  AS child,
+       ca.attname     AS child_column,
+       r.parent_table AS parent,
+       pa.attname     AS parent_column,
+       r.on_delete,
+       -- Deleted parent keys whose purge is not final yet, and whole-table purges queued
+       -- (TRUNCATE of the parent, sweeps).
+       coalesce(q.pending_keys, 0)        AS pending_keys,
+       coalesce(q.pending_full_scans, 0)  AS pending_full_scans,
+       pg_catalog.now() - q.oldest        AS oldest_pending_age,
+       coalesce(t.rows_deleted, 0)        AS rows_deleted,
+       coalesce(t.rows_nulled, 0)         AS rows_nulled,
+       coalesce(t.rows_archived, 0)       AS rows_archived,
+       t.last_run_at,
+       t.last_error,
+       t.last_error_at
+  FROM softfk.reference r
+  JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
+  JOIN pg_catalog.pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
+  LEFT JOIN softfk.purge_total t ON t.reference_id = r.id
+  LEFT JOIN LATERAL (
+        SELECT sum(pg_catalog.cardinality(d.keys)) AS pending_keys,
+               count(*) FILTER (WHERE d.keys IS NULL) AS pending_full_scans,
+               min(d.deleted_at) AS oldest
+          FROM softfk.deletion d
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column) q ON true
+ ORDER BY r.child_table::text, ca.attname;
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
+
+CREATE VIEW softfk_purge_runs AS
+SELECT id, started_by, pid, started_at, finished_at, status, batches, keys_purged,
+       rows_deleted, rows_nulled, rows_archived, errors
+  FROM softfk.purge_run
+ ORDER BY id DESC;
+COMMENT ON VIEW softfk_purge_runs IS 'The purge run log, newest first: one row per run of the worker or of softfk_purge(), kept for a week.';

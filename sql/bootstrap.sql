@@ -60,17 +60,30 @@ CREATE TRIGGER resolve_attnums BEFORE INSERT ON softfk.reference
     FOR EACH ROW EXECUTE FUNCTION softfk.reference_resolve_attnums();
 
 -- After ALTER TABLE: a renamed child or parent column keeps its attnum; copy the new name.
+-- A renamed parent column also renames its queued keys (sql/purge.sql) and is named anew in
+-- the parent's capture triggers.
 -- SECURITY DEFINER: it runs inside whoever's ALTER TABLE, and must be able to update the
 -- registry, which that user cannot; it only copies names out of pg_attribute.
 CREATE FUNCTION softfk.follow_column_renames() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    renamed_parent regclass;
 BEGIN
     UPDATE softfk.reference r SET child_column = a.attname
       FROM pg_attribute a
      WHERE a.attrelid = r.child_table AND a.attnum = r.child_attnum AND a.attname <> r.child_column;
-    UPDATE softfk.reference r SET parent_column = a.attname
-      FROM pg_attribute a
-     WHERE a.attrelid = r.parent_table AND a.attnum = r.parent_attnum AND a.attname <> r.parent_column;
+    PERFORM softfk.follow_queued_column_renames();
+    FOR renamed_parent IN
+        WITH renamed AS (
+            UPDATE softfk.reference r SET parent_column = a.attname
+              FROM pg_attribute a
+             WHERE a.attrelid = r.parent_table AND a.attnum = r.parent_attnum
+               AND a.attname <> r.parent_column
+            RETURNING r.parent_table)
+        SELECT DISTINCT parent_table FROM renamed
+    LOOP
+        PERFORM softfk.sync_capture(renamed_parent);
+    END LOOP;
 END $$;
 
 CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end
@@ -100,7 +113,8 @@ BEGIN
             RETURNING r.*
         )
         -- A dropped table's oid no longer prints as a name: take the name from the event.
-        SELECT f.id,
+        SELECT f.id, f.parent_table,
+               EXISTS (SELECT FROM pg_class c WHERE c.oid = f.parent_table) AS parent_survives,
                coalesce((SELECT d.object_identity FROM dropped d
                           WHERE d.objid = f.child_table AND d.objsubid = 0),
                         f.child_table::text) AS child,
@@ -115,8 +129,12 @@ BEGIN
           FROM forgotten f
          ORDER BY f.id
     LOOP
-        -- A child that outlives its parent (or the parent column) loses its check triggers.
+        -- A child that outlives its parent (or the parent column) loses its check triggers;
+        -- a parent that outlives a reference captures only the columns still referenced.
         PERFORM softfk.remove_check(gone.id);
+        IF gone.parent_survives THEN
+            PERFORM softfk.sync_capture(gone.parent_table);
+        END IF;
         RAISE NOTICE 'pg_softfk: soft reference %(%) -> %(%) removed because % was dropped',
             gone.child, gone.child_column, gone.parent, gone.parent_column, gone.cause;
     END LOOP;

@@ -251,7 +251,7 @@ impl Plan {
     /// Does a live row written by this transaction still hold `key`? Asked only on the rare
     /// path where a queued check's own row is gone but other rows relied on that check.
     fn child_written_here_has(&self, key_text: &str) -> bool {
-        let reference = registry::load(Some((self.registered_child, &self.registered_column)))
+        let reference = registry::load(registry::Which::Child(self.registered_child, &self.registered_column))
             .pop()
             .expect("the registration was just read");
         // Not as the caller, who may INSERT into the child without being allowed to SELECT
@@ -431,15 +431,18 @@ fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
     unsafe { pg_sys::TransactionIdIsCurrentTransactionId(row_xmin) }
 }
 
-/// SQL: softfk.depend_on_extension(check_trigger oid) RETURNS void
+/// SQL: softfk.depend_on_extension(trigger oid) RETURNS void
 /// Records `check_trigger` -> extension as an automatic dependency, once, and only for a
-/// trigger that runs softfk.check_key(): anyone may call it, so it ties nothing else.
+/// trigger pg_softfk puts on user tables (a check trigger, or a parent's capture trigger):
+/// anyone may call it, so it ties nothing else.
 #[pg_extern(sql = false)]
 fn depend_on_extension(check_trigger: pg_sys::Oid) {
     let is_untied_check_trigger = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (
                 SELECT FROM pg_catalog.pg_trigger t
-                 WHERE t.oid = $1 AND t.tgfoid = 'softfk.check_key()'::pg_catalog.regprocedure)
+                 WHERE t.oid = $1
+                   AND t.tgfoid IN ('softfk.check_key()'::pg_catalog.regprocedure,
+                                    'softfk.capture_deleted_keys()'::pg_catalog.regprocedure))
             AND NOT EXISTS (
                 SELECT FROM pg_catalog.pg_depend d
                  WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = $1

@@ -6,11 +6,14 @@
 
 ::pgrx::pg_module_magic!();
 
+mod capture;
 mod check;
 mod error;
+mod purge;
 mod registry;
 mod report;
 mod scan_count;
+mod worker;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
@@ -19,12 +22,15 @@ mod pg_tests;
 #[::pgrx::pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     check::define_settings();
+    purge::define_settings();
+    worker::init();
     unsafe { ::pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_softfk".as_ptr()) };
 }
 
 // Internal tables, event triggers and helpers first; the API (functions, views) last.
 ::pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 ::pgrx::extension_sql_file!("../sql/check.sql", name = "check", requires = ["bootstrap"]);
+::pgrx::extension_sql_file!("../sql/purge.sql", name = "purge", requires = ["check"]);
 ::pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 /// Required by `cargo pgrx test`.

@@ -16,7 +16,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
-use crate::check;
+use crate::{capture, check};
 use crate::error::{error, required};
 
 /// What happens to child rows once their parent row is deleted.
@@ -27,6 +27,9 @@ pub const VALIDATE_MODES: &[&str] = &["deferred", "immediate", "off"];
 /// A registration, resolved against the current catalogs: everything the query builder
 /// (report.rs) needs, with identifiers already quoted.
 pub struct Reference {
+    pub id: i64,
+    /// One of [`ON_DELETE_ACTIONS`].
+    pub on_delete: String,
     /// `schema.table` of the child, quoted.
     pub child_table: String,
     /// true for a partitioned child (scanned with its partitions, not `ONLY`).
@@ -46,15 +49,25 @@ pub struct Reference {
     pub parent_oid: pg_sys::Oid,
 }
 
-/// Every registration, or the one on `child`.`column`, resolved. Ordered by child, column.
-pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
+/// Which registrations [`load`] reads.
+pub enum Which<'a> {
+    All,
+    /// The one on this child column.
+    Child(pg_sys::Oid, &'a str),
+    /// Those referencing this parent column.
+    Parent(pg_sys::Oid, &'a str),
+}
+
+/// Registrations, resolved against the current catalogs. Ordered by child, column.
+pub fn load(which: Which) -> Vec<Reference> {
     const LOAD: &str = "
         SELECT r.child_table::oid, format('%I.%I', cn.nspname, c.relname), c.relkind = 'p',
                ca.attname::text,
                r.parent_table::oid, format('%I.%I', pn.nspname, p.relname), p.relkind = 'p',
                pa.attname::text,
                k.operator, k.child_cast,
-               format_type(ca.atttypid, ca.atttypmod), format_type(pa.atttypid, pa.atttypmod)
+               format_type(ca.atttypid, ca.atttypmod), format_type(pa.atttypid, pa.atttypmod),
+               r.id, r.on_delete
           FROM softfk.reference r
           JOIN pg_class c ON c.oid = r.child_table
           JOIN pg_namespace cn ON cn.oid = c.relnamespace
@@ -64,15 +77,21 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
           JOIN pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
           LEFT JOIN LATERAL softfk.key_comparison(r.parent_table, r.parent_attnum,
                                                   r.child_table, r.child_attnum) k ON true
-         WHERE $1 IS NULL OR (r.child_table = $1 AND ca.attname = $2)
+         WHERE ($1 IS NULL OR (r.child_table = $1 AND ca.attname = $2))
+           AND ($3 IS NULL OR (r.parent_table = $3 AND pa.attname = $4))
          ORDER BY 2, 4";
-    let (oid, column) = match only {
-        Some((oid, column)) => (Some(oid), Some(column)),
-        None => (None, None),
+    let (child, child_column, parent, parent_column) = match which {
+        Which::All => (None, None, None, None),
+        Which::Child(oid, column) => (Some(oid), Some(column), None, None),
+        Which::Parent(oid, column) => (None, None, Some(oid), Some(column)),
     };
     as_extension_owner(|| Spi::connect(|client| {
         let rows = client
-            .select(LOAD, None, &[oid.into(), column.into()])
+            .select(
+                LOAD,
+                None,
+                &[child.into(), child_column.into(), parent.into(), parent_column.into()],
+            )
             .expect("reading softfk.reference");
         rows.map(|row| {
             let text = |n: usize| row.get::<String>(n).expect("registry column").unwrap_or_default();
@@ -99,6 +118,8 @@ pub fn load(only: Option<(pg_sys::Oid, &str)>) -> Vec<Reference> {
                 .raise();
             }
             Reference {
+                id: row.get(13).unwrap().unwrap(),
+                on_delete: text(14),
                 child_oid: row.get(1).unwrap().unwrap(),
                 child_table: text(2),
                 child_partitioned: row.get(3).unwrap().unwrap_or(false),
@@ -186,8 +207,9 @@ fn softfk_add(
     ))
     .expect("writing softfk.reference")
     .expect("INSERT RETURNING returns the id");
-    // The triggers are created as the caller, who owns the child table.
+    // The check triggers are created as the caller, who owns the child table.
     check::install(id, child, &child_col.name, validate);
+    capture::sync(parent);
 }
 
 /// SQL: softfk_alter(child regclass, child_column name, on_delete text DEFAULT NULL,
@@ -244,15 +266,17 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     child_rel.require_owner();
     child_rel.lock();
     let column = child_rel.column(&child_column);
-    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
+    let (id, parent) = as_extension_owner(|| Spi::get_two_with_args::<i64, pg_sys::Oid>(
         "WITH removed AS (
-            DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2 RETURNING id)
-         SELECT max(id) FROM removed",
+            DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2
+            RETURNING id, parent_table)
+         SELECT max(id), max(parent_table::oid) FROM removed",
         &[child.into(), column.attnum.into()],
     ))
-    .expect("deleting from softfk.reference")
-    .unwrap_or_else(|| not_registered(&child_rel, &column));
+    .expect("deleting from softfk.reference");
+    let id = id.unwrap_or_else(|| not_registered(&child_rel, &column));
     check::remove(id, child);
+    capture::sync(parent.expect("a removed registration has a parent"));
 }
 
 fn not_registered(table: &Table, column: &Column) -> ! {

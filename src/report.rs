@@ -25,9 +25,56 @@ impl Reference {
         format!(
             "SELECT c.tableoid AS child_table, c.ctid AS ctid, {key} AS key, c AS child_row \
                FROM {child} c \
-              WHERE {key} IS NOT NULL \
-                AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_column} OPERATOR({op}) {key})",
+              WHERE {key} IS NOT NULL AND {absent}",
             child = relation(&self.child_table, self.child_partitioned),
+            absent = self.parent_absent(&key),
+        )
+    }
+
+    /// One purge statement (src/purge.rs): apply the on_delete action to at most `$2` rows of
+    /// `leaf` (the child itself, or one leaf partition of it) whose parent row is absent, among
+    /// the keys `$1` (text[]) or, for [`PurgeScope::EveryOrphan`], all of them. The statement
+    /// re-checks the parent itself, under its own snapshot: a key re-created since it was
+    /// queued is never purged. Rows locked by other transactions are skipped (`skip_locked`)
+    /// or waited for. 'archive' also takes `$3` child, `$4` child column, `$5` parent.
+    pub fn purge_sql(&self, leaf: &str, scope: PurgeScope, skip_locked: bool) -> String {
+        let key = self.child_key();
+        let lock = if skip_locked { "FOR UPDATE OF c SKIP LOCKED" } else { "FOR UPDATE OF c" };
+        let doomed = match scope {
+            PurgeScope::Keys => format!(
+                "SELECT c.ctid FROM unnest($1::text[]::{parent_type}[]) AS k (key) \
+                   JOIN ONLY {leaf} c ON k.key OPERATOR({op}) {key} \
+                  WHERE {absent} LIMIT $2 {lock}",
+                parent_type = self.parent_type,
+                op = self.operator,
+                absent = self.parent_absent("k.key"),
+            ),
+            PurgeScope::EveryOrphan => format!(
+                "SELECT c.ctid FROM ONLY {leaf} c \
+                  WHERE {key} IS NOT NULL AND {absent} LIMIT $2 {lock}",
+                absent = self.parent_absent(&key),
+            ),
+        };
+        // The rows are chosen (and locked) first, then changed by ctid: LIMIT bounds the
+        // statement, and the change itself is a TID scan.
+        let chosen = format!("c.ctid = ANY (ARRAY({doomed}))");
+        let column = quote_ident(&self.child_column);
+        match self.on_delete.as_str() {
+            "cascade" => format!("DELETE FROM ONLY {leaf} c WHERE {chosen}"),
+            "set null" => format!("UPDATE ONLY {leaf} c SET {column} = NULL WHERE {chosen}"),
+            "archive" => format!(
+                "WITH moved AS (DELETE FROM ONLY {leaf} c WHERE {chosen} RETURNING c.*) \
+                 INSERT INTO softfk.archived_row (child_table, child_column, parent_table, key, child_row) \
+                 SELECT $3::oid::regclass, $4, $5::oid::regclass, m.{column}::text, to_jsonb(m) FROM moved m"
+            ),
+            other => unreachable!("on_delete {other} has no purge statement"),
+        }
+    }
+
+    /// `NOT EXISTS` a parent row whose key equals `key` (an expression of the child's type).
+    fn parent_absent(&self, key: &str) -> String {
+        format!(
+            "NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{parent_column} OPERATOR({op}) {key})",
             parent = relation(&self.parent_table, self.parent_partitioned),
             parent_column = quote_ident(&self.parent_column),
             op = self.operator,
@@ -71,6 +118,15 @@ impl Reference {
 
 /// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
 /// queries do (a foreign key is not inherited by inheritance children).
+/// Which child rows a purge statement considers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PurgeScope {
+    /// Those holding one of the keys given (deleted parent keys).
+    Keys,
+    /// Every orphan (after TRUNCATE of the parent, or in a sweep).
+    EveryOrphan,
+}
+
 fn relation(qualified_name: &str, partitioned: bool) -> String {
     if partitioned {
         qualified_name.to_string()
@@ -102,7 +158,7 @@ fn orphan_report() -> TableIterator<
      name!(elapsed_ms, f64),
     ),
 > {
-    let rows: Vec<_> = registry::load(None)
+    let rows: Vec<_> = registry::load(registry::Which::All)
         .into_iter()
         .map(|reference| {
             let started = Instant::now();
@@ -142,7 +198,7 @@ fn orphan_report() -> TableIterator<
 fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -> String {
     let child = required(child, "child");
     let column = required(child_column, "child_column").to_string_lossy();
-    let reference = registry::load(Some((child, &column))).pop().unwrap_or_else(|| {
+    let reference = registry::load(registry::Which::Child(child, &column)).pop().unwrap_or_else(|| {
         crate::error::error(
             pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             format!("column \"{column}\" of table \"{}\" has no soft reference", table_name(child)),

@@ -1,0 +1,70 @@
+//! Capture: recording deleted parent keys for the purge.
+//!
+//! Every parent table with soft references carries three triggers (sql/purge.sql):
+//! a statement-level AFTER DELETE trigger with a transition table, which writes every key the
+//! statement deleted as one queue row (one INSERT per statement, whatever the row count); a
+//! row-level AFTER UPDATE OF the key columns, which fires only when a referenced key changes
+//! (the old key counts as deleted), so the hot path of a users table (UPDATE last_login) pays
+//! nothing; and AFTER TRUNCATE, which queues "every key".
+//!
+//! The queue is written in the deleting transaction, so it commits or rolls back with the
+//! delete. At commit, the database's purge worker is woken (src/worker.rs): purging starts
+//! at once instead of at the next poll.
+
+use std::cell::Cell;
+
+use pgrx::prelude::*;
+
+use crate::registry::as_extension_owner;
+use crate::worker;
+
+/// Make `parent`'s capture triggers name exactly the columns the registry references (none
+/// when nothing references it). Called after every change to the registry.
+///
+/// The triggers are created as the extension's owner: like the triggers core puts on a
+/// referenced table for a foreign key, they need no TRIGGER privilege from the registering
+/// user, who holds REFERENCES on the parent.
+pub fn sync(parent: pg_sys::Oid) {
+    as_extension_owner(|| {
+        Spi::run_with_args("SELECT softfk.sync_capture($1)", &[parent.into()])
+            .expect("installing the capture triggers")
+    });
+}
+
+thread_local! {
+    /// Whether this backend has its transaction callback (registered once, kept for good).
+    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    /// Whether the current transaction queued deleted keys.
+    static WAKE_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// SQL: softfk.wake_purge_at_commit() RETURNS void
+/// Called by the capture trigger: when this transaction commits, wake the purge worker of
+/// this database. Without the worker (no shared_preload_libraries) it does nothing.
+#[pg_extern(sql = false)]
+fn wake_purge_at_commit() {
+    if !worker::is_loaded() {
+        return;
+    }
+    WAKE_AT_COMMIT.set(true);
+    if !CALLBACK_REGISTERED.replace(true) {
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    match event {
+        // COMMIT comes after the transaction became visible to others: the woken worker sees
+        // the queue rows. (A prepared transaction is found by the worker's next poll.)
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            if WAKE_AT_COMMIT.replace(false) {
+                worker::wake_database();
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            WAKE_AT_COMMIT.set(false)
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,764 @@
+//! The purge engine: applies each reference's on_delete action to the child rows of deleted
+//! parent keys. The background worker (src/worker.rs) and `softfk_purge()` both run it.
+//!
+//! Work comes from the queue `softfk.deletion` (filled by src/capture.rs) in *batches*: a
+//! batch takes the oldest ready queue row, purges up to `pg_softfk.keys_per_batch` of its keys
+//! in every child that references the parent (each statement touching at most
+//! `pg_softfk.rows_per_statement` rows), records the keys as done, and updates the totals, all
+//! in one transaction. A crash before the commit loses the whole batch and the queue still
+//! holds its keys: work is redone, never lost and never applied twice. No child-row lock is
+//! held longer than one batch.
+//!
+//! Every purge statement re-checks, under its own snapshot, that the parent key is still
+//! absent (src/report.rs builds the statements): a user re-created with the same key keeps its
+//! rows.
+//!
+//! **The race window.** A child row can pass its check just before the parent's DELETE
+//! commits and then commit as an orphan, but only in a transaction that already had its
+//! transaction id when the delete committed. So a key gets a *first pass* as soon as the
+//! delete commits, which skips rows other transactions have locked (`SKIP LOCKED`), and
+//! records `final_after`: the next transaction id at that moment. Once every transaction
+//! below it has ended ([`horizon`]), the *final pass* purges again, this time waiting for row
+//! locks (up to `pg_softfk.lock_timeout`). After it, a key checked by validation can gain no
+//! new child row. If nothing else was running when the first pass began, that pass is final.
+//!
+//! A batch that fails on a lock or statement timeout is rolled back and retried with half the
+//! keys; one that still fails with a single key is left for the next run and logged.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
+
+use crate::registry::{self, as_extension_owner, Reference};
+use crate::report::PurgeScope;
+
+pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// Milliseconds.
+pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// Milliseconds.
+pub static STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+
+pub fn define_settings() {
+    GucRegistry::define_int_guc(
+        c"pg_softfk.keys_per_batch",
+        c"Deleted parent keys the purge handles per transaction.",
+        c"Each batch purges the child rows of at most this many keys, then commits.",
+        &KEYS_PER_BATCH,
+        1,
+        1_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.rows_per_statement",
+        c"Child rows one purge statement deletes, nulls or archives at most.",
+        c"A batch repeats its statement until a statement finds fewer rows than this.",
+        &ROWS_PER_STATEMENT,
+        1,
+        100_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.lock_timeout",
+        c"How long a purge statement waits for a child row locked by another transaction.",
+        c"On timeout the batch is rolled back and retried with fewer keys. 0 waits forever.",
+        &LOCK_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.statement_timeout",
+        c"How long one purge statement of the worker may run.",
+        c"On timeout the batch is rolled back and retried with fewer keys. 0 means no limit. \
+          softfk_purge() is bounded by the session's statement_timeout instead.",
+        &STATEMENT_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+}
+
+/// How a run isolates its batches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The background worker: each batch is a transaction of its own.
+    Worker,
+    /// softfk_purge(): each batch is a subtransaction of the caller's transaction.
+    Function,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Worker => "worker",
+            Mode::Function => "softfk_purge()",
+        }
+    }
+}
+
+/// Rows changed for one reference.
+#[derive(Default, Clone, Copy)]
+pub struct Rows {
+    pub deleted: i64,
+    pub nulled: i64,
+    pub archived: i64,
+}
+
+impl Rows {
+    fn add(&mut self, other: Rows) {
+        self.deleted += other.deleted;
+        self.nulled += other.nulled;
+        self.archived += other.archived;
+    }
+
+    pub fn total(&self) -> i64 {
+        self.deleted + self.nulled + self.archived
+    }
+}
+
+/// What a run did.
+#[derive(Default)]
+pub struct RunReport {
+    pub batches: i64,
+    pub keys: i64,
+    /// Per reference id.
+    pub rows: BTreeMap<i64, Rows>,
+    pub errors: Vec<serde_json::Value>,
+}
+
+impl RunReport {
+    fn total(&self) -> Rows {
+        let mut total = Rows::default();
+        for rows in self.rows.values() {
+            total.add(*rows);
+        }
+        total
+    }
+}
+
+/// Run the purge until no queue row is ready. `None` when another run holds the database
+/// (only the worker gives way; softfk_purge() waits for it).
+pub fn run(mode: Mode) -> Option<RunReport> {
+    if !in_transaction(mode, begin_run(mode)).ok()? {
+        return None;
+    }
+    // The worker logs a run only when there is work; an explicit softfk_purge() always.
+    if mode == Mode::Worker && !in_transaction(mode, work_is_ready).unwrap_or_else(|e| e.rethrow()) {
+        return Some(RunReport::default());
+    }
+    let run_id = in_transaction(mode, start_run_log(mode)).unwrap_or_else(|e| e.rethrow());
+    let mut report = RunReport::default();
+    // Entries that failed even with one key wait for the next run; entries that timed out
+    // are retried with fewer keys.
+    let mut failed_entries: Vec<i64> = Vec::new();
+    let mut keys_for_entry: BTreeMap<i64, i32> = BTreeMap::new();
+    loop {
+        if mode == Mode::Worker {
+            pg_sys::check_for_interrupts!();
+        }
+        let outcome = in_transaction(mode, || batch(&failed_entries, &keys_for_entry));
+        match outcome {
+            Ok(None) => break,
+            Ok(Some(done)) => {
+                report.batches += 1;
+                report.keys += done.keys;
+                for (reference, rows) in done.rows {
+                    report.rows.entry(reference).or_default().add(rows);
+                }
+            }
+            Err(error) => {
+                let (entry, keys, reference) = CURRENT.get();
+                let timed_out = matches!(
+                    error.sql_error_code(),
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED | PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+                );
+                if entry == 0 || mode == Mode::Worker && unsafe { pg_sys::ProcDiePending != 0 } {
+                    error.rethrow();
+                }
+                if timed_out && keys > 1 {
+                    keys_for_entry.insert(entry, keys / 2);
+                    continue;
+                }
+                failed_entries.push(entry);
+                let detail = serde_json::json!({
+                    "queue_entry": entry,
+                    "reference": reference,
+                    "keys": keys,
+                    "sqlstate": error.sql_error_code().to_string(),
+                    "message": error.message(),
+                });
+                report.errors.push(detail);
+                if reference != 0 {
+                    let message = error.message().to_string();
+                    let _ = in_transaction(mode, || record_error(reference, &message));
+                }
+            }
+        }
+    }
+    in_transaction(mode, || finish_run_log(mode, run_id, &report)).unwrap_or_else(|e| e.rethrow());
+    Some(report)
+}
+
+/// A caught error, or what a catch handler returns.
+pub struct Failure(pg_sys::panic::CaughtError);
+
+impl Failure {
+    fn sql_error_code(&self) -> PgSqlErrorCode {
+        match &self.0 {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report) => report.sql_error_code(),
+            _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        }
+    }
+
+    fn message(&self) -> String {
+        match &self.0 {
+            pg_sys::panic::CaughtError::PostgresError(report)
+            | pg_sys::panic::CaughtError::ErrorReport(report) => report.message().to_string(),
+            pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        }
+    }
+
+    fn rethrow(self) -> ! {
+        self.0.rethrow()
+    }
+}
+
+/// Run `f` in a transaction of its own (worker) or a subtransaction (softfk_purge()),
+/// committing it when `f` returns and rolling it back when `f` raises an error.
+fn in_transaction<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R, Failure> {
+    let f = AssertUnwindSafe(f);
+    unsafe {
+        let memory_context = pg_sys::CurrentMemoryContext;
+        let resource_owner = pg_sys::CurrentResourceOwner;
+        match mode {
+            Mode::Worker => {
+                pg_sys::SetCurrentStatementStartTimestamp();
+                pg_sys::StartTransactionCommand();
+                pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
+            }
+            Mode::Function => {
+                pg_sys::BeginInternalSubTransaction(std::ptr::null());
+                pg_sys::MemoryContextSwitchTo(memory_context);
+            }
+        }
+        let result = PgTryBuilder::new(AssertUnwindSafe(move || {
+            let value = (f.0)();
+            match mode {
+                Mode::Worker => {
+                    pg_sys::PopActiveSnapshot();
+                    pg_sys::CommitTransactionCommand();
+                }
+                Mode::Function => pg_sys::ReleaseCurrentSubTransaction(),
+            }
+            Ok(value)
+        }))
+        .catch_others(|error| Err(Failure(error)))
+        .catch_rust_panic(|error| Err(Failure(error)))
+        .execute();
+        if result.is_err() {
+            match mode {
+                Mode::Worker => pg_sys::AbortCurrentTransaction(),
+                Mode::Function => pg_sys::RollbackAndReleaseCurrentSubTransaction(),
+            }
+        }
+        pg_sys::MemoryContextSwitchTo(memory_context);
+        pg_sys::CurrentResourceOwner = resource_owner;
+        result
+    }
+}
+
+thread_local! {
+    /// (queue entry, keys, reference) of the batch in progress, for the error report of a
+    /// batch that was rolled back.
+    static CURRENT: Cell<(i64, i32, i64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// The advisory lock that makes runs exclusive per database: (pg_softfk's lock class, 0).
+const RUN_LOCK: &str = "'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid::integer, 0";
+
+/// Take the run lock: the worker holds it for the session and gives way when it is taken;
+/// softfk_purge() holds it for its transaction and waits.
+fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
+    move || match mode {
+        Mode::Worker => Spi::get_one::<bool>(&format!("SELECT pg_catalog.pg_try_advisory_lock({RUN_LOCK})"))
+            .expect("taking the purge run lock")
+            .unwrap_or(false),
+        Mode::Function => {
+            Spi::run(&format!("SELECT pg_catalog.pg_advisory_xact_lock({RUN_LOCK})"))
+                .expect("taking the purge run lock");
+            true
+        }
+    }
+}
+
+/// The worker gives the run lock back after its run.
+pub fn end_worker_run() {
+    let _ = in_transaction(Mode::Worker, || {
+        Spi::run(&format!("SELECT pg_catalog.pg_advisory_unlock({RUN_LOCK})"))
+    });
+}
+
+/// A run's first row in the run log. Whoever holds the run lock knows that a 'running' row
+/// left behind is a run whose process ended (crash, kill, shutdown) before it finished.
+fn start_run_log(mode: Mode) -> impl FnOnce() -> i64 {
+    move || {
+        as_extension_owner(|| {
+            // The log keeps a week.
+            Spi::run("DELETE FROM softfk.purge_run WHERE finished_at < now() - interval '7 days'")
+                .expect("trimming softfk.purge_run");
+            Spi::run(
+                "UPDATE softfk.purge_run
+                    SET status = 'failed', finished_at = clock_timestamp(),
+                        errors = errors || jsonb_build_array(jsonb_build_object(
+                            'message', 'interrupted: the process running it ended before it finished'))
+                  WHERE status = 'running'",
+            )
+            .expect("closing interrupted runs");
+            Spi::get_one_with_args::<i64>(
+                "INSERT INTO softfk.purge_run (started_by) VALUES ($1) RETURNING id",
+                &[mode.name().into()],
+            )
+            .expect("writing softfk.purge_run")
+            .expect("INSERT RETURNING returns the id")
+        })
+    }
+}
+
+fn finish_run_log(mode: Mode, run_id: i64, report: &RunReport) {
+    let _ = mode;
+    let status = match (report.errors.is_empty(), report.batches) {
+        (true, _) => "completed",
+        (false, 0) => "failed",
+        (false, _) => "partial",
+    };
+    let total = report.total();
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "UPDATE softfk.purge_run
+                SET status = $2, finished_at = clock_timestamp(), batches = $3, keys_purged = $4,
+                    rows_deleted = $5, rows_nulled = $6, rows_archived = $7, errors = $8
+              WHERE id = $1",
+            &[
+                run_id.into(),
+                status.into(),
+                (report.batches as i32).into(),
+                report.keys.into(),
+                total.deleted.into(),
+                total.nulled.into(),
+                total.archived.into(),
+                JsonB(serde_json::Value::Array(report.errors.clone())).into(),
+            ],
+        )
+        .expect("writing softfk.purge_run")
+    });
+}
+
+fn record_error(reference: i64, message: &str) {
+    as_extension_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO softfk.purge_total AS t (reference_id, last_error, last_error_at)
+             SELECT $1, $2, clock_timestamp() WHERE EXISTS (SELECT FROM softfk.reference WHERE id = $1)
+             ON CONFLICT (reference_id) DO UPDATE
+                SET last_error = excluded.last_error, last_error_at = excluded.last_error_at",
+            &[reference.into(), message.into()],
+        )
+        .expect("writing softfk.purge_total")
+    });
+}
+
+/// What one batch did.
+struct Batch {
+    keys: i64,
+    rows: BTreeMap<i64, Rows>,
+}
+
+/// One queue row, as a batch takes it.
+struct Entry {
+    id: i64,
+    parent: pg_sys::Oid,
+    parent_column: String,
+    /// This batch's keys; None means every key.
+    keys: Option<Vec<String>>,
+    /// Keys done in the current pass after this batch.
+    done_after: i32,
+    total_keys: i32,
+    final_pass: bool,
+}
+
+/// Purge one batch in the current transaction. `None` when no queue row is ready.
+fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
+    CURRENT.set((0, 0, 0));
+    let (_, horizon_before) = horizon();
+    let Some(mut entry) = as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))
+    else {
+        return None;
+    };
+    // Read after the entry was seen: the deletion has committed, so every transaction that
+    // could still commit an orphan of it has an id below `next`.
+    let (next, horizon_now) = horizon();
+    let starting_pass = entry.done_after - entry.keys.as_ref().map_or(0, |k| k.len() as i32) == 0;
+    if !entry.final_pass && starting_pass && horizon_now >= next {
+        entry.final_pass = true; // nothing else is running: this pass is the final one
+    }
+    let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
+    CURRENT.set((entry.id, key_count, 0));
+
+    let mut rows = BTreeMap::new();
+    let mut hit_limit = false;
+    let references = as_extension_owner(|| {
+        registry::load(registry::Which::Parent(entry.parent, &entry.parent_column))
+    });
+    for reference in references.iter().filter(|r| r.on_delete != "no action") {
+        CURRENT.set((entry.id, key_count, reference.id));
+        let (changed, limited) = purge_reference(reference, &entry);
+        hit_limit |= limited;
+        rows.insert(reference.id, changed);
+    }
+    CURRENT.set((entry.id, key_count, 0));
+
+    let pass_complete = match &entry.keys {
+        Some(_) => entry.done_after >= entry.total_keys,
+        None => !hit_limit,
+    };
+    as_extension_owner(|| {
+        if pass_complete && entry.final_pass {
+            Spi::run_with_args("DELETE FROM softfk.deletion WHERE id = $1", &[entry.id.into()])
+        } else {
+            Spi::run_with_args(
+                "UPDATE softfk.deletion
+                    SET keys_done = $2, final_pass = $3, final_after = coalesce(final_after, $4::text::xid8)
+                  WHERE id = $1",
+                &[
+                    entry.id.into(),
+                    (if pass_complete { 0 } else { entry.done_after }).into(),
+                    (entry.final_pass || pass_complete).into(),
+                    (next as i64).to_string().into(),
+                ],
+            )
+        }
+        .expect("updating softfk.deletion");
+        for (reference, changed) in &rows {
+            Spi::run_with_args(
+                "INSERT INTO softfk.purge_total AS t
+                        (reference_id, rows_deleted, rows_nulled, rows_archived, last_run_at)
+                 VALUES ($1, $2, $3, $4, clock_timestamp())
+                 ON CONFLICT (reference_id) DO UPDATE
+                    SET rows_deleted = t.rows_deleted + $2, rows_nulled = t.rows_nulled + $3,
+                        rows_archived = t.rows_archived + $4, last_run_at = clock_timestamp()",
+                &[(*reference).into(), changed.deleted.into(), changed.nulled.into(), changed.archived.into()],
+            )
+            .expect("updating softfk.purge_total");
+        }
+    });
+    Some(Batch { keys: key_count.into(), rows })
+}
+
+fn work_is_ready() -> bool {
+    let (_, horizon) = horizon();
+    as_extension_owner(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT FROM softfk.deletion d
+                             WHERE NOT d.final_pass OR d.final_after <= $1::text::xid8)",
+            &[(horizon as i64).to_string().into()],
+        )
+    })
+    .expect("reading softfk.deletion")
+    .unwrap_or(false)
+}
+
+/// Lock and read the oldest queue row that is ready: not yet through its first pass, or
+/// through it and past its horizon. Rows of this very transaction wait for it to commit, and
+/// rows another run holds are skipped.
+fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
+    let default_keys = KEYS_PER_BATCH.get();
+    Spi::connect(|client| {
+        let found = client
+            .select(
+                "SELECT d.id, d.parent_table::oid, d.parent_column::text, d.keys IS NULL,
+                        cardinality(d.keys), d.keys_done, d.final_pass
+                   FROM softfk.deletion d
+                  WHERE (NOT d.final_pass OR d.final_after <= $1::text::xid8)
+                    AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                    AND d.id <> ALL ($2)
+                  ORDER BY d.id
+                  LIMIT 1
+                    FOR UPDATE SKIP LOCKED",
+                None,
+                &[(horizon as i64).to_string().into(), failed_entries.to_vec().into()],
+            )
+            .expect("reading softfk.deletion")
+            .first();
+        if found.is_empty() {
+            return None;
+        }
+        let id: i64 = found.get(1).unwrap().unwrap();
+        let every_key: bool = found.get(4).unwrap().unwrap();
+        let total_keys: i32 = found.get(5).unwrap().unwrap_or(0);
+        let keys_done: i32 = found.get(6).unwrap().unwrap();
+        let take = *keys_for_entry.get(&id).unwrap_or(&default_keys);
+        let keys = if every_key {
+            None
+        } else {
+            Some(
+                client
+                    .select(
+                        "SELECT keys[$2 + 1 : $2 + $3] FROM softfk.deletion WHERE id = $1",
+                        None,
+                        &[id.into(), keys_done.into(), take.into()],
+                    )
+                    .expect("reading softfk.deletion")
+                    .first()
+                    .get::<Vec<String>>(1)
+                    .unwrap()
+                    .unwrap_or_default(),
+            )
+        };
+        let done_after = keys_done + keys.as_ref().map_or(0, |k| k.len() as i32);
+        Some(Entry {
+            id,
+            parent: found.get(2).unwrap().unwrap(),
+            parent_column: found.get(3).unwrap().unwrap(),
+            keys,
+            done_after,
+            total_keys,
+            final_pass: found.get(7).unwrap().unwrap(),
+        })
+    })
+}
+
+/// Apply one reference's action for the entry's keys, in the child and each of its leaf
+/// partitions. Returns the rows changed, and whether some statement hit the row limit (for a
+/// whole-table entry, there may be more).
+fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
+    let limit = ROWS_PER_STATEMENT.get();
+    let scope = if entry.keys.is_some() { PurgeScope::Keys } else { PurgeScope::EveryOrphan };
+    let skip_locked = !entry.final_pass;
+    let keys = entry.keys.clone().unwrap_or_default();
+    let mut rows = Rows::default();
+    let mut hit_limit = false;
+    with_purge_settings(|| {
+        for leaf in leaves(reference) {
+            let sql = reference.purge_sql(&leaf, scope, skip_locked);
+            loop {
+                let changed = execute(&sql, &keys, limit, reference);
+                match reference.on_delete.as_str() {
+                    "set null" => rows.nulled += changed,
+                    "archive" => rows.archived += changed,
+                    _ => rows.deleted += changed,
+                }
+                if changed < i64::from(limit) {
+                    break;
+                }
+                if scope == PurgeScope::EveryOrphan {
+                    // Bounded: one statement per leaf and batch; the entry stays for more.
+                    hit_limit = true;
+                    break;
+                }
+            }
+        }
+    });
+    (rows, hit_limit)
+}
+
+/// The relations a purge statement targets: the child, or each leaf partition of it.
+fn leaves(reference: &Reference) -> Vec<String> {
+    if !reference.child_partitioned {
+        return vec![reference.child_table.clone()];
+    }
+    Spi::connect(|client| {
+        client
+            .select(
+                "SELECT format('%I.%I', n.nspname, c.relname)
+                   FROM pg_catalog.pg_partition_tree($1) t
+                   JOIN pg_catalog.pg_class c ON c.oid = t.relid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE t.isleaf AND c.relkind = 'r'
+                  ORDER BY c.oid",
+                None,
+                &[reference.child_oid.into()],
+            )
+            .expect("reading pg_partition_tree")
+            .map(|row| row.get::<String>(1).unwrap().unwrap())
+            .collect()
+    })
+}
+
+/// Run one purge statement; the number of rows it changed.
+fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> i64 {
+    let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
+    if timeout > 0 {
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT_ID, timeout) };
+    }
+    let changed = Spi::connect_mut(|client| {
+        client
+            .update(
+                sql,
+                None,
+                &[
+                    keys.to_vec().into(),
+                    limit.into(),
+                    reference.child_oid.into(),
+                    reference.child_column.as_str().into(),
+                    reference.parent_oid.into(),
+                ],
+            )
+            .expect("running a purge statement")
+            .len() as i64
+    });
+    if timeout > 0 {
+        unsafe { disable_timeout(STATEMENT_TIMEOUT_ID, false) };
+    }
+    changed
+}
+
+// utils/timeout.h (not in pgrx's bindings). The worker arms STATEMENT_TIMEOUT itself: core
+// arms it only around client statements.
+const STATEMENT_TIMEOUT_ID: i32 = 3;
+extern "C" {
+    fn enable_timeout_after(id: i32, delay_ms: i32);
+    fn disable_timeout(id: i32, keep_indicator: bool);
+}
+
+/// Run `f` with lock_timeout set to pg_softfk.lock_timeout; the old value comes back after.
+fn with_purge_settings<R>(f: impl FnOnce() -> R) -> R {
+    unsafe {
+        let nest_level = pg_sys::NewGUCNestLevel();
+        let value = std::ffi::CString::new(LOCK_TIMEOUT.get().to_string()).unwrap();
+        pg_sys::set_config_option(
+            c"lock_timeout".as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let result = f();
+        pg_sys::AtEOXact_GUC(true, nest_level);
+        result
+    }
+}
+
+/// `(next, horizon)`: the next transaction id to be assigned, and the oldest transaction id
+/// still running other than this transaction's own (`next` when there is none). Every other
+/// transaction below `horizon` has ended.
+///
+/// Read from a fresh snapshot: ids in its list are running; so is every id from its xmax
+/// (one past the latest completed id) up to `next`, since none of those has completed.
+fn horizon() -> (u64, u64) {
+    unsafe {
+        let next = pg_sys::ReadNextFullTransactionId().value;
+        let snapshot = pg_sys::GetLatestSnapshot();
+        let full = |xid: pg_sys::TransactionId| -> u64 {
+            // Ids in a snapshot are within 2^31 of next: widen them by next's epoch.
+            let diff = (next as u32).wrapping_sub(u32::from(xid));
+            next - u64::from(diff)
+        };
+        let own = |xid: pg_sys::TransactionId| pg_sys::TransactionIdIsCurrentTransactionId(xid);
+        let mut oldest = next;
+        for i in 0..(*snapshot).xcnt as usize {
+            let xid = *(*snapshot).xip.add(i);
+            if !own(xid) {
+                oldest = oldest.min(full(xid));
+            }
+        }
+        let mut id = full((*snapshot).xmax);
+        while id < next {
+            if !own(pg_sys::TransactionId::from(id as u32)) {
+                oldest = oldest.min(id);
+                break;
+            }
+            id += 1;
+        }
+        (next, oldest)
+    }
+}
+
+/// SQL: softfk_purge() RETURNS TABLE (child regclass, child_column text, parent regclass,
+///   on_delete text, rows bigint)
+/// Run the purge now, in this transaction, and say per reference how many rows it changed.
+#[pg_extern(sql = false)]
+fn softfk_purge() -> TableIterator<
+    'static,
+    (
+        name!(child, pg_sys::Oid),
+        name!(child_column, String),
+        name!(parent, pg_sys::Oid),
+        name!(on_delete, String),
+        name!(rows, i64),
+    ),
+> {
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_INVALID_TRANSACTION_STATE,
+            "softfk_purge() must run at isolation level READ COMMITTED",
+        )
+        .detail("Each purge statement must see the rows committed since the transaction began.")
+        .raise();
+    }
+    let report = run(Mode::Function).expect("softfk_purge() waits for the run lock");
+    let references = registry::load(registry::Which::All);
+    let rows: Vec<_> = report
+        .rows
+        .iter()
+        .filter_map(|(id, rows)| {
+            let reference = references.iter().find(|r| r.id == *id)?;
+            Some((
+                reference.child_oid,
+                reference.child_column.clone(),
+                reference.parent_oid,
+                reference.on_delete.clone(),
+                rows.total(),
+            ))
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// SQL: softfk_restore(parent regclass, key text) RETURNS bigint
+/// Put back every child row archived after parent key `key` was deleted (re-create the parent
+/// first: validated references check the restored rows). The rows are inserted with the
+/// caller's rights; they leave the archive in the same transaction.
+#[pg_extern(sql = false)]
+fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
+    let parent = crate::error::required(parent, "parent");
+    let key = crate::error::required(key, "key");
+    let archived: Vec<(String, String)> = as_extension_owner(|| {
+        Spi::connect_mut(|client| {
+            client
+                .update(
+                    "WITH taken AS (
+                        DELETE FROM softfk.archived_row WHERE parent_table = $1 AND key = $2
+                        RETURNING id, child_table, child_row)
+                     SELECT child_table::text, child_row::text FROM taken ORDER BY id",
+                    None,
+                    &[parent.into(), key.into()],
+                )
+                .expect("reading softfk.archived_row")
+                .map(|row| (row.get(1).unwrap().unwrap(), row.get(2).unwrap().unwrap()))
+                .collect()
+        })
+    });
+    for (child, row) in &archived {
+        Spi::run_with_args(
+            &format!(
+                "INSERT INTO {child} OVERRIDING SYSTEM VALUE \
+                 SELECT * FROM pg_catalog.jsonb_populate_record(NULL::{child}, $1::pg_catalog.jsonb)"
+            ),
+            &[row.as_str().into()],
+        )
+        .expect("restoring an archived row");
+    }
+    archived.len() as i64
+}
