@@ -142,40 +142,65 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY t.tgname
 $$;
 
--- Make the capture triggers of a parent match the registry: one set of triggers naming every
+-- Make the capture triggers of a parent match the registry: three triggers naming every
 -- referenced column of the parent, or none when nothing references it any more.
+--
+-- The users table is hot, so this takes as light a lock as it can. Registering another
+-- reference to a column already captured changes nothing. A new column replaces the
+-- triggers in place (CREATE OR REPLACE TRIGGER: SHARE ROW EXCLUSIVE, which registering holds
+-- anyway; reads go on). Only the last reference's removal drops them (DROP TRIGGER takes
+-- ACCESS EXCLUSIVE on the parent until commit).
 CREATE FUNCTION softfk.sync_capture(parent regclass)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    t record;
     columns name[] := ARRAY(SELECT DISTINCT r.parent_column FROM softfk.reference r
                              WHERE r.parent_table = parent ORDER BY 1);
-    args text;
-    changed text;
+    -- The trigger arguments as pg_trigger.tgargs stores them.
+    wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || '\x00'::bytea, ''::bytea)
+                            FROM unnest(columns) c);
+    args text := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
+    t record;
 BEGIN
-    FOR t IN SELECT * FROM softfk.capture_triggers(parent) LOOP
-        EXECUTE format('DROP TRIGGER %I ON %s', t.trigger_name, parent);
-    END LOOP;
     IF cardinality(columns) = 0 THEN
+        FOR t IN SELECT * FROM softfk.capture_triggers(parent) LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', t.trigger_name, parent);
+        END LOOP;
         RETURN;
     END IF;
-    args := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
-    changed := (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
-                  FROM unnest(columns) c);
+    IF (SELECT count(*) = 3 AND bool_and(tr.tgargs = wanted_args)
+          FROM pg_trigger tr
+         WHERE tr.tgrelid = parent AND tr.tgparentid = 0
+           AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure) THEN
+        RETURN;
+    END IF;
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
         'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
-        softfk.check_trigger_name(parent, 'softfk', '_capture_delete'), parent, args);
+        softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
+        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
         'EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
-        softfk.check_trigger_name(parent, 'softfk', '_capture_update'),
-        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(columns) c), parent, changed, args);
+        softfk.capture_trigger_name(parent, 16, 'softfk_capture_update'),
+        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(columns) c), parent,
+        (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+           FROM unnest(columns) c),
+        args);
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER TRUNCATE ON %s '
+        'CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s '
         'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
-        softfk.check_trigger_name(parent, 'softfk', '_capture_truncate'), parent, args);
+        softfk.capture_trigger_name(parent, 32, 'softfk_capture_truncate'), parent, args);
 END $$;
+
+-- The name of a parent's capture trigger for one event (tgtype bit: 8 DELETE, 16 UPDATE,
+-- 32 TRUNCATE): the one it has (it may predate a rename of the table), or a new one.
+CREATE FUNCTION softfk.capture_trigger_name(parent regclass, event_bit int, suffix text)
+RETURNS name LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(
+        (SELECT tr.tgname FROM pg_trigger tr
+          WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & event_bit <> 0
+            AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure),
+        softfk.check_trigger_name(parent, '', suffix))
+$$;
 
 -- A renamed parent column: its queued keys follow (the ALTER TABLE event trigger calls this
 -- before the registry takes the new name).

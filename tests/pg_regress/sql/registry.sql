@@ -87,8 +87,8 @@ CREATE TABLE tenant_users (id int PRIMARY KEY, tenant_id int);
 SELECT softfk_add('tenant_users', 'tenant_id', 'tenants');
 SELECT child, child_column, parent FROM softfk_references WHERE child IN ('events'::regclass, 'tenant_users'::regclass) ORDER BY 1;
 
--- DROP EXTENSION takes its schema, tables, event triggers, views and the check triggers it
--- put on user tables with it.
+-- DROP EXTENSION takes its schema, tables, event triggers, views and the check and capture
+-- triggers it put on user tables with it.
 SELECT count(*) AS check_triggers FROM pg_trigger WHERE tgname LIKE '%softfk%';
 DROP EXTENSION pg_softfk;
 SELECT count(*) AS check_triggers_left FROM pg_trigger WHERE tgname LIKE '%softfk%';
