@@ -193,7 +193,7 @@ pub fn run(mode: Mode) -> Option<RunReport> {
                     "queue_entry": entry,
                     "reference": reference,
                     "keys": keys,
-                    "sqlstate": error.sql_error_code().to_string(),
+                    "sqlstate": sqlstate(error.sql_error_code()),
                     "message": error.message(),
                 });
                 report.errors.push(detail);
@@ -206,6 +206,12 @@ pub fn run(mode: Mode) -> Option<RunReport> {
     }
     in_transaction(mode, || finish_run_log(mode, run_id, &report)).unwrap_or_else(|e| e.rethrow());
     Some(report)
+}
+
+/// The five-character SQLSTATE of an error code (PostgreSQL packs it six bits a character).
+fn sqlstate(code: PgSqlErrorCode) -> String {
+    let packed = code as i32;
+    (0..5).map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
 }
 
 /// A caught error, or what a catch handler returns.
@@ -712,6 +718,7 @@ fn softfk_purge() -> TableIterator<
     let rows: Vec<_> = report
         .rows
         .iter()
+        .filter(|(_, rows)| rows.total() > 0)
         .filter_map(|(id, rows)| {
             let reference = references.iter().find(|r| r.id == *id)?;
             Some((

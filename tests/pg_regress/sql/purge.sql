@@ -1,0 +1,175 @@
+-- The purge: after a parent row is deleted, each soft reference's on_delete action is applied
+-- to the child rows that referenced it. Here softfk_purge() runs the engine step by step (the
+-- background worker is off in this cluster; the TAP tests run it).
+CREATE EXTENSION pg_softfk;
+SET client_min_messages = warning;
+
+CREATE TABLE auth_user (id int PRIMARY KEY, username text UNIQUE);
+INSERT INTO auth_user SELECT g, 'user' || g FROM generate_series(1, 10) g;
+CREATE TABLE enrollment (id serial PRIMARY KEY, user_id int NOT NULL, course text);
+CREATE TABLE bookmark (id serial PRIMARY KEY, user_id int, title text);
+CREATE TABLE history (id serial PRIMARY KEY, user_id int, event text);
+CREATE TABLE grade (id serial PRIMARY KEY, user_id int, score int);
+INSERT INTO enrollment (user_id, course) SELECT u, 'course' || c FROM generate_series(1, 10) u, generate_series(1, 3) c;
+INSERT INTO bookmark (user_id, title) SELECT u, 'page' || u FROM generate_series(1, 10) u;
+INSERT INTO bookmark (user_id, title) VALUES (NULL, 'anonymous');
+INSERT INTO history (user_id, event) SELECT u, e FROM generate_series(1, 10) u, unnest(ARRAY['login', 'logout']) e;
+INSERT INTO grade (user_id, score) SELECT u, 90 FROM generate_series(1, 10) u;
+
+-- 'set null' needs a nullable column: refused at registration, before anything changes.
+SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => 'set null');
+SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => 'cascade');
+SELECT softfk_add('bookmark', 'user_id', 'auth_user', on_delete => 'set null');
+SELECT softfk_add('history', 'user_id', 'auth_user', on_delete => 'archive');
+SELECT softfk_add('grade', 'user_id', 'auth_user', on_delete => 'no action');
+
+-- Registering puts three capture triggers on the parent, whatever the number of references.
+SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
+ WHERE tgrelid = 'auth_user'::regclass AND NOT tgisinternal ORDER BY tgname;
+
+-- A DELETE queues one row per statement, with every key it deleted.
+DELETE FROM auth_user WHERE id IN (1, 2, 3);
+SELECT parent_table, parent_column, keys, cause, keys_done, final_pass, final_after IS NULL AS first_pass_pending
+  FROM softfk.deletion;
+SELECT child, pending_keys, pending_full_scans, oldest_pending_age IS NOT NULL AS has_age FROM softfk_status;
+
+-- The purge applies each action; 'no action' touches nothing.
+SELECT * FROM softfk_purge();
+SELECT user_id, count(*) FROM enrollment WHERE user_id <= 4 GROUP BY 1 ORDER BY 1;
+SELECT id, user_id, title FROM bookmark WHERE id <= 4 OR user_id IS NULL ORDER BY id;
+SELECT count(*) AS history_left_for_deleted FROM history WHERE user_id <= 3;
+SELECT child_table, child_column, parent_table, key, child_row - 'id' AS row_without_id
+  FROM softfk.archived_row ORDER BY key, child_row->>'event';
+SELECT count(*) AS grades_kept FROM grade WHERE user_id <= 3;
+SELECT child, orphan_rows FROM orphan_report() WHERE orphan_rows > 0;
+-- Nothing else was running: the first pass was final and the queue is empty.
+SELECT count(*) AS queued FROM softfk.deletion;
+SELECT child, on_delete, pending_keys, rows_deleted, rows_nulled, rows_archived,
+       last_run_at IS NOT NULL AS ran, last_error FROM softfk_status;
+SELECT started_by, status, batches, keys_purged, rows_deleted, rows_nulled, rows_archived, errors
+  FROM softfk_purge_runs;
+
+-- Archive round trip: re-create the user, restore the rows, and they are back as they were.
+INSERT INTO auth_user VALUES (2, 'user2 again');
+SELECT softfk_restore('auth_user', '2');
+SELECT id, user_id, event FROM history WHERE user_id = 2 ORDER BY id;
+SELECT count(*) AS still_archived FROM softfk.archived_row WHERE key = '2';
+SELECT softfk_restore('auth_user', '2') AS nothing_left_to_restore;
+SELECT softfk_restore(NULL, '2');
+
+-- A key re-created before the purge runs is never purged: every purge statement re-checks
+-- that the parent is still absent.
+DELETE FROM auth_user WHERE id = 4;
+INSERT INTO auth_user VALUES (4, 'user4 reborn');
+SELECT * FROM softfk_purge();
+SELECT count(*) AS enrollments_of_user4 FROM enrollment WHERE user_id = 4;
+SELECT count(*) AS queued FROM softfk.deletion;
+
+-- Deleting and purging in one transaction: the purge waits for the deletion to commit (other
+-- transactions could still insert children referencing it until then).
+BEGIN;
+DELETE FROM auth_user WHERE id = 5;
+SELECT * FROM softfk_purge();
+SELECT count(*) AS queued_in_transaction FROM softfk.deletion;
+COMMIT;
+SELECT * FROM softfk_purge();
+SELECT count(*) AS enrollments_of_user5 FROM enrollment WHERE user_id = 5;
+
+-- A deletion that rolls back queues nothing.
+BEGIN;
+DELETE FROM auth_user WHERE id = 6;
+ROLLBACK;
+SELECT count(*) AS queued FROM softfk.deletion;
+
+-- UPDATE of the parent key: the old key counts as deleted. Other updates queue nothing.
+UPDATE auth_user SET username = 'renamed' WHERE id = 6;
+SELECT count(*) AS queued_after_other_update FROM softfk.deletion;
+UPDATE auth_user SET id = 60 WHERE id = 6;
+SELECT keys, cause FROM softfk.deletion;
+SELECT * FROM softfk_purge();
+SELECT count(*) AS enrollments_of_user6 FROM enrollment WHERE user_id = 6;
+
+-- Small batches: keys_per_batch and rows_per_statement bound every transaction and statement;
+-- the result is the same.
+SET pg_softfk.keys_per_batch = 1;
+SET pg_softfk.rows_per_statement = 2;
+DELETE FROM auth_user WHERE id IN (7, 8);
+SELECT * FROM softfk_purge();
+SELECT batches, keys_purged, rows_deleted, rows_nulled, rows_archived
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT count(*) AS enrollments_of_7_and_8 FROM enrollment WHERE user_id IN (7, 8);
+RESET pg_softfk.keys_per_batch;
+RESET pg_softfk.rows_per_statement;
+
+-- TRUNCATE of the parent: every child row with a non-NULL key is an orphan.
+TRUNCATE auth_user;
+SELECT keys, cause FROM softfk.deletion;
+SELECT * FROM softfk_purge();
+SELECT (SELECT count(*) FROM enrollment) AS enrollments,
+       (SELECT count(*) FROM bookmark WHERE user_id IS NOT NULL) AS bookmarks_with_user,
+       (SELECT count(*) FROM history) AS history,
+       (SELECT count(*) FROM grade) AS grades_untouched;
+
+-- A purge statement that fails (here a trigger refusing the delete) rolls its batch back,
+-- leaves the keys queued, and is reported: the run is 'failed' (or 'partial'), the reference
+-- shows its last error, the other references of the batch are retried with it next run.
+INSERT INTO auth_user VALUES (20, 'user20');
+INSERT INTO enrollment (user_id, course) VALUES (20, 'locked');
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'enrollments are never deleted' USING ERRCODE = 'P0001'; END $$;
+CREATE TRIGGER keep_enrollments BEFORE DELETE ON enrollment FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+DELETE FROM auth_user WHERE id = 20;
+SELECT * FROM softfk_purge();
+SELECT status, batches, jsonb_path_query_array(errors, '$[*].message') AS messages,
+       jsonb_path_query_array(errors, '$[*].sqlstate') AS sqlstates
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT child, last_error FROM softfk_status WHERE last_error IS NOT NULL;
+SELECT count(*) AS still_queued FROM softfk.deletion;
+DROP TRIGGER keep_enrollments ON enrollment;
+SELECT * FROM softfk_purge();
+SELECT count(*) AS queued FROM softfk.deletion;
+
+-- softfk_purge() must see what committed since its transaction began.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT * FROM softfk_purge();
+ROLLBACK;
+
+-- Key types: an int4 child referencing an int8 parent, a varchar child referencing a text
+-- parent, a partitioned child (each partition purged), quoted names in another schema.
+CREATE SCHEMA "Accounts";
+CREATE TABLE "Accounts"."User" ("User Id" bigint PRIMARY KEY, handle text UNIQUE);
+INSERT INTO "Accounts"."User" SELECT g, 'h' || g FROM generate_series(1, 4) g;
+CREATE TABLE "Accounts"."Login" (id serial, "User Id" int, at date) PARTITION BY RANGE (at);
+CREATE TABLE "Accounts"."Login 2025" PARTITION OF "Accounts"."Login" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE "Accounts"."Login 2026" PARTITION OF "Accounts"."Login" FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO "Accounts"."Login" ("User Id", at) SELECT u, d FROM generate_series(1, 4) u, unnest(ARRAY['2025-06-01', '2026-06-01']::date[]) d;
+CREATE TABLE "Accounts".mention (id serial PRIMARY KEY, handle varchar(20));
+INSERT INTO "Accounts".mention (handle) VALUES ('h1'), ('h2'), ('h3');
+SELECT softfk_add('"Accounts"."Login"', 'User Id', '"Accounts"."User"');
+SELECT softfk_add('"Accounts".mention', 'handle', '"Accounts"."User"', 'handle', on_delete => 'set null');
+-- Two referenced columns: the capture triggers name both.
+SELECT tgname, tgnargs FROM pg_trigger WHERE tgrelid = '"Accounts"."User"'::regclass AND NOT tgisinternal ORDER BY 1;
+DELETE FROM "Accounts"."User" WHERE "User Id" IN (1, 2);
+SELECT parent_column, keys FROM softfk.deletion ORDER BY parent_column;
+SELECT * FROM softfk_purge() ORDER BY child::text;
+SELECT tableoid::regclass, "User Id", at FROM "Accounts"."Login" ORDER BY 2, 3;
+SELECT id, handle FROM "Accounts".mention ORDER BY id;
+
+-- A renamed parent column: queued keys and capture triggers follow it.
+ALTER TABLE "Accounts"."User" RENAME COLUMN handle TO "Handle";
+DELETE FROM "Accounts"."User" WHERE "User Id" = 3;
+SELECT parent_column, keys FROM softfk.deletion ORDER BY parent_column;
+SELECT * FROM softfk_purge() ORDER BY child::text;
+SELECT id, handle FROM "Accounts".mention ORDER BY id;
+
+-- Removing the last reference to a parent column removes it from the capture triggers; the
+-- last reference to the parent removes them.
+SELECT softfk_drop('"Accounts".mention', 'handle');
+SELECT tgname, tgnargs FROM pg_trigger WHERE tgrelid = '"Accounts"."User"'::regclass AND NOT tgisinternal ORDER BY 1;
+SELECT softfk_drop('"Accounts"."Login"', 'User Id');
+SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgrelid = '"Accounts"."User"'::regclass AND NOT tgisinternal;
+DELETE FROM "Accounts"."User";
+SELECT count(*) AS queued_without_references FROM softfk.deletion;
+
+DROP SCHEMA "Accounts" CASCADE;
+DROP EXTENSION pg_softfk;
