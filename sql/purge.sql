@@ -8,7 +8,8 @@
 --    transaction.
 -- 3. Observability: run log softfk.purge_run, totals softfk.purge_total, views in api.sql.
 
--- The queue. One row per deleting statement (or parent-key UPDATE, TRUNCATE, sweep).
+-- The queue. One row per deleting statement and 1000 keys (or parent-key UPDATE, TRUNCATE,
+-- sweep).
 --
 -- A key is purged in up to two passes. The first runs as soon as the deletion commits. A
 -- transaction that was already running then may still commit a child row that passed its check
@@ -105,11 +106,14 @@ DECLARE
 BEGIN
     FOREACH col IN ARRAY TG_ARGV LOOP
         IF TG_OP = 'DELETE' THEN
+            -- Keys in rows of at most 1000, a purge batch's worth: a batch never has to read
+            -- (detoast) more of the queue than it purges.
             EXECUTE format(
                 'INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause) '
-                'SELECT $1, $2, k, ''delete'' '
-                  'FROM (SELECT array_agg(%1$I::text) AS k FROM old_rows WHERE %1$I IS NOT NULL) d '
-                 'WHERE k IS NOT NULL', col)
+                'SELECT $1, $2, array_agg(k), ''delete'' '
+                  'FROM (SELECT %1$I::text AS k, row_number() OVER () - 1 AS n '
+                          'FROM old_rows WHERE %1$I IS NOT NULL) d '
+                 'GROUP BY n / 1000', col)
             USING TG_RELID, col;
         ELSIF TG_OP = 'UPDATE' THEN
             EXECUTE format('SELECT ($1).%1$I::text, ($2).%1$I::text', col)

@@ -47,10 +47,11 @@ pub fn define_settings() {
     GucRegistry::define_int_guc(
         c"pg_softfk.keys_per_batch",
         c"Deleted parent keys the purge handles per transaction.",
-        c"Each batch purges the child rows of at most this many keys, then commits.",
+        c"Each batch purges the child rows of at most this many keys (one queue row holds at \
+          most 1000), then commits.",
         &KEYS_PER_BATCH,
         1,
-        1_000_000,
+        1000,
         GucContext::Userset,
         GucFlags::default(),
     );
@@ -555,20 +556,28 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     with_purge_settings(|| {
         for leaf in leaves(reference) {
             let sql = reference.purge_sql(&leaf, scope, skip_locked);
+            let mut from = 0;
             loop {
-                let changed = execute(&sql, &keys, limit, reference);
+                let (chosen, changed, last_key) = execute(&sql, &keys[from..], limit, reference);
                 match reference.on_delete.as_str() {
                     "set null" => rows.nulled += changed,
                     "archive" => rows.archived += changed,
                     _ => rows.deleted += changed,
                 }
-                if changed < i64::from(limit) {
+                // Done when the statement found fewer rows than it may take and changed them
+                // all (a row updated meanwhile is chosen again, in its new version).
+                if chosen < i64::from(limit) && changed == chosen {
                     break;
                 }
                 if scope == PurgeScope::EveryOrphan {
                     // Bounded: one statement per leaf and batch; the entry stays for more.
                     hit_limit = true;
                     break;
+                }
+                if changed == chosen {
+                    // Go on from the last key reached (it may have more rows), not from the
+                    // first: the keys before it are done.
+                    from += (last_key.max(1) - 1) as usize;
                 }
             }
         }
@@ -599,14 +608,14 @@ fn leaves(reference: &Reference) -> Vec<String> {
     })
 }
 
-/// Run one purge statement; the number of rows it changed.
-fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> i64 {
+/// Run one purge statement: (rows chosen, rows changed, position of the last key reached).
+fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> (i64, i64, i64) {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
     if timeout > 0 {
         unsafe { enable_timeout_after(STATEMENT_TIMEOUT_ID, timeout) };
     }
-    let changed = Spi::connect_mut(|client| {
-        client
+    let counts = Spi::connect_mut(|client| {
+        let result = client
             .update(
                 sql,
                 None,
@@ -619,12 +628,17 @@ fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> i64
                 ],
             )
             .expect("running a purge statement")
-            .len() as i64
+            .first();
+        (
+            result.get::<i64>(1).expect("rows chosen").unwrap_or(0),
+            result.get::<i64>(2).expect("rows changed").unwrap_or(0),
+            result.get::<i64>(3).expect("last key").unwrap_or(0),
+        )
     });
     if timeout > 0 {
         unsafe { disable_timeout(STATEMENT_TIMEOUT_ID, false) };
     }
-    changed
+    counts
 }
 
 // utils/timeout.h (not in pgrx's bindings). The worker arms STATEMENT_TIMEOUT itself: core

@@ -35,40 +35,59 @@ impl Reference {
     /// `leaf` (the child itself, or one leaf partition of it) whose parent row is absent, among
     /// the keys `$1` (text[]) or, for [`PurgeScope::EveryOrphan`], all of them. The statement
     /// re-checks the parent itself, under its own snapshot: a key re-created since it was
-    /// queued is never purged. Rows locked by other transactions are skipped (`skip_locked`)
-    /// or waited for. 'archive' also takes `$3` child, `$4` child column, `$5` parent.
+    /// queued is never purged. 'archive' also takes `$3` child, `$4` child column, `$5` parent.
+    ///
+    /// The rows are chosen first (LIMIT bounds the statement), then changed by ctid (a TID
+    /// scan). It returns rows chosen, rows changed (fewer than chosen means some were updated
+    /// or deleted meanwhile: the caller runs it again) and the position in `$1` of the last
+    /// key it reached: when LIMIT stopped it, the keys before that one are done.
+    ///
+    /// `skip_locked` (a first pass): the chosen rows are locked `FOR UPDATE SKIP LOCKED`, so
+    /// rows other transactions hold are left for the final pass. Otherwise nothing is locked
+    /// up front (a lock would write every row twice): the change itself waits for row locks.
     pub fn purge_sql(&self, leaf: &str, scope: PurgeScope, skip_locked: bool) -> String {
         let key = self.child_key();
-        let lock = if skip_locked { "FOR UPDATE OF c SKIP LOCKED" } else { "FOR UPDATE OF c" };
-        let doomed = match scope {
+        let lock = if skip_locked { "FOR UPDATE OF c SKIP LOCKED" } else { "" };
+        let chosen = match scope {
+            // Key by key, in the order given (a nested loop over the keys; OFFSET 0 keeps the
+            // planner from flattening it), so that a statement stopped by LIMIT has finished
+            // every key before the last one it reached: `n`, which it returns.
             PurgeScope::Keys => format!(
-                "SELECT c.ctid FROM unnest($1::text[]::{parent_type}[]) AS k (key) \
-                   JOIN ONLY {leaf} c ON k.key OPERATOR({op}) {key} \
-                  WHERE {absent} LIMIT $2 {lock}",
+                "SELECT c.ctid, k.n FROM unnest($1::text[]::{parent_type}[]) WITH ORDINALITY AS k (key, n) \
+                  CROSS JOIN LATERAL (SELECT c.ctid FROM ONLY {leaf} c \
+                                       WHERE k.key OPERATOR({op}) {key} OFFSET 0 {lock}) c \
+                  WHERE {absent} LIMIT $2",
                 parent_type = self.parent_type,
                 op = self.operator,
                 absent = self.parent_absent("k.key"),
             ),
             PurgeScope::EveryOrphan => format!(
-                "SELECT c.ctid FROM ONLY {leaf} c \
+                "SELECT c.ctid, NULL::bigint AS n FROM ONLY {leaf} c \
                   WHERE {key} IS NOT NULL AND {absent} LIMIT $2 {lock}",
                 absent = self.parent_absent(&key),
             ),
         };
-        // The rows are chosen (and locked) first, then changed by ctid: LIMIT bounds the
-        // statement, and the change itself is a TID scan.
-        let chosen = format!("c.ctid = ANY (ARRAY({doomed}))");
+        let these = "c.ctid = ANY (ARRAY(SELECT ctid FROM chosen))";
         let column = quote_ident(&self.child_column);
-        match self.on_delete.as_str() {
-            "cascade" => format!("DELETE FROM ONLY {leaf} c WHERE {chosen}"),
-            "set null" => format!("UPDATE ONLY {leaf} c SET {column} = NULL WHERE {chosen}"),
+        let change = match self.on_delete.as_str() {
+            "cascade" => format!("changed AS (DELETE FROM ONLY {leaf} c WHERE {these} RETURNING 1)"),
+            "set null" => format!(
+                "changed AS (UPDATE ONLY {leaf} c SET {column} = NULL WHERE {these} RETURNING 1)"
+            ),
             "archive" => format!(
-                "WITH moved AS (DELETE FROM ONLY {leaf} c WHERE {chosen} RETURNING c.*) \
-                 INSERT INTO softfk.archived_row (child_table, child_column, parent_table, key, child_row) \
-                 SELECT $3::oid::regclass, $4, $5::oid::regclass, m.{column}::text, to_jsonb(m) FROM moved m"
+                "changed AS (DELETE FROM ONLY {leaf} c WHERE {these} RETURNING c.*), \
+                 archived AS (INSERT INTO softfk.archived_row \
+                                     (child_table, child_column, parent_table, key, child_row) \
+                              SELECT $3::oid::regclass, $4, $5::oid::regclass, m.{column}::text, to_jsonb(m) \
+                                FROM changed m)"
             ),
             other => unreachable!("on_delete {other} has no purge statement"),
-        }
+        };
+        format!(
+            "WITH chosen AS MATERIALIZED ({chosen}), {change} \
+             SELECT (SELECT count(*) FROM chosen), (SELECT count(*) FROM changed), \
+                    (SELECT max(n) FROM chosen)"
+        )
     }
 
     /// `NOT EXISTS` a parent row whose key equals `key` (an expression of the child's type).

@@ -172,4 +172,6 @@ DELETE FROM "Accounts"."User";
 SELECT count(*) AS queued_without_references FROM softfk.deletion;
 
 DROP SCHEMA "Accounts" CASCADE;
+DROP TABLE auth_user, enrollment, bookmark, history, grade;
+DROP FUNCTION refuse_delete();
 DROP EXTENSION pg_softfk;

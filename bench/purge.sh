@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Benchmark: the purge (capture trigger + background worker) against a plain DELETE, native
+# ON DELETE CASCADE and a hand-written set-based child DELETE, on one cluster in one run,
+# repeated and interleaved, medians reported.
+#
+#   bash bench/purge.sh [ROUNDS]          (default 5, at most 9; about 10 minutes on 2 cores)
+#
+# Four copies of a 100k-row users table; three of them have a 2M-row child (20 rows per user,
+# inserted in random order, an index on user_id):
+#   plain   users with no trigger and no child: the floor for deleting users
+#   fk      child with a native FOREIGN KEY ... ON DELETE CASCADE
+#   soft    child with softfk_add(..., on_delete => 'cascade') (validate deferred, the default)
+#   manual  child with no constraint, purged by one hand-written set-based DELETE
+# Each round deletes 10k users scattered over the table (id % 10 = round), so 200k child rows:
+#   (a) delete   time of the user-facing DELETE of the 10k users (soft: with the capture
+#                trigger; fk: including the cascade)
+#   (b) purge    soft: the worker's run, from its start to its end (softfk_purge_runs); manual:
+#                DELETE FROM child WHERE user_id IN (the 10k ids)
+# Then, on the idle system with default settings:
+#   (c) lag      200 single-user deletes (20 child rows each) at random intervals: time from
+#                the deleting COMMIT until the child rows are gone; p50, p99, max
+#   (d) memory   1M keys queued at once (worker off, one DELETE of 1M users with one child
+#                row each), then the worker drains them: its RssAnon sampled every 200 ms
+# The cluster runs with synchronous_commit = off, so times measure the database's work rather
+# than this machine's fsync.
+source "$(dirname "${BASH_SOURCE[0]}")/../script/lib.sh"
+
+ROUNDS=${1:-5}
+CLUSTER=$ROOT/target/bench-purge-cluster
+WORK=$ROOT/target/bench-purge
+PORT=$(($(setting demo_port) + 4))
+LAG_DELETES=${LAG_DELETES:-200}
+MEMORY_USERS=${MEMORY_USERS:-1000000}
+
+install_prerequisites
+install_extension
+start_cluster "$CLUSTER" "$PORT"
+trap 'stop_cluster "$CLUSTER"' EXIT
+rm -rf "$WORK"
+let_postgres_in "$WORK"
+sql() { as_postgres "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CLUSTER" -p "$PORT" -d postgres "$@"; }
+# timed SQL: milliseconds the statement took, as psql's \timing measures it.
+timed() { sql -c '\timing on' -c "$1" | sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | tail -n 1; }
+median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+worker_on() { sql -c "ALTER SYSTEM SET pg_softfk.purge_worker = $1" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.5; }
+wait_for_empty_queue() { until [ "$(sql -c 'SELECT count(*) FROM softfk.deletion')" = 0 ]; do sleep 0.05; done; }
+
+sql -c "ALTER SYSTEM SET shared_buffers = '1GB'" -c "ALTER SYSTEM SET max_wal_size = '16GB'" \
+    -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" -c "ALTER SYSTEM SET synchronous_commit = off"
+as_postgres "$PG_BIN/pg_ctl" -D "$CLUSTER/data" -l "$CLUSTER/server.log" -w restart >/dev/null
+
+say "loading 4 x 100k users and 3 x 2M child rows"
+sql <<'SQL'
+CREATE EXTENSION pg_softfk;
+CREATE TABLE users_plain (id int PRIMARY KEY, username text NOT NULL, email text, joined timestamptz DEFAULT now());
+INSERT INTO users_plain (id, username, email) SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1, 100000) g;
+CREATE TABLE users_fk (LIKE users_plain INCLUDING ALL);
+CREATE TABLE auth_user (LIKE users_plain INCLUDING ALL);
+CREATE TABLE users_manual (LIKE users_plain INCLUDING ALL);
+INSERT INTO users_fk SELECT * FROM users_plain;
+INSERT INTO auth_user SELECT * FROM users_plain;
+INSERT INTO users_manual SELECT * FROM users_plain;
+CREATE TABLE child_rows AS
+SELECT 1 + g % 100000 AS user_id, 'course-v1:edX+' || (g % 500) AS course_id
+  FROM generate_series(0, 1999999) g ORDER BY hashint4(g);
+CREATE TABLE enroll_fk (id bigserial PRIMARY KEY, user_id int NOT NULL REFERENCES users_fk ON DELETE CASCADE,
+                        course_id text NOT NULL, created timestamptz NOT NULL DEFAULT now());
+CREATE TABLE enroll_soft (id bigserial PRIMARY KEY, user_id int NOT NULL, course_id text NOT NULL,
+                          created timestamptz NOT NULL DEFAULT now());
+CREATE TABLE enroll_manual (LIKE enroll_soft INCLUDING ALL);
+INSERT INTO enroll_fk (user_id, course_id) SELECT * FROM child_rows;
+INSERT INTO enroll_soft (user_id, course_id) SELECT * FROM child_rows;
+INSERT INTO enroll_manual (user_id, course_id) SELECT * FROM child_rows;
+CREATE INDEX ON enroll_fk (user_id);
+CREATE INDEX ON enroll_soft (user_id);
+CREATE INDEX ON enroll_manual (user_id);
+SELECT softfk_add('enroll_soft', 'user_id', 'auth_user');
+VACUUM ANALYZE;
+SQL
+
+say "(a) user-facing DELETE and (b) purge, $ROUNDS rounds of 10k users / 200k child rows"
+for ((round = 0; round < ROUNDS; round++)); do
+    ids="SELECT g FROM generate_series($round, 100000, 10) g"
+    variants=(plain fk soft manual)
+    # Rotate the order each round.
+    for ((i = 0; i < 4; i++)); do
+        v=${variants[$(((i + round) % 4))]}
+        case $v in
+        plain) timed "DELETE FROM users_plain WHERE id IN ($ids)" >>"$WORK/delete_plain" ;;
+        fk) timed "DELETE FROM users_fk WHERE id IN ($ids)" >>"$WORK/delete_fk" ;;
+        soft)
+            timed "DELETE FROM auth_user WHERE id IN ($ids)" >>"$WORK/delete_soft"
+            wait_for_empty_queue
+            sql -c "SELECT extract(epoch FROM finished_at - started_at) * 1000 FROM softfk.purge_run
+                     WHERE started_by = 'worker' AND status = 'completed' ORDER BY id DESC LIMIT 1" >>"$WORK/purge_soft"
+            ;;
+        manual)
+            sql -c "DELETE FROM users_manual WHERE id IN ($ids)"
+            timed "DELETE FROM enroll_manual WHERE user_id IN ($ids)" >>"$WORK/purge_manual"
+            ;;
+        esac
+    done
+    echo "round $((round + 1)): plain $(tail -1 "$WORK/delete_plain") fk $(tail -1 "$WORK/delete_fk") soft $(tail -1 "$WORK/delete_soft") | purge: worker $(tail -1 "$WORK/purge_soft") manual $(tail -1 "$WORK/purge_manual") (ms)"
+done
+left=$(sql -c "SELECT (SELECT count(*) FROM enroll_soft e WHERE NOT EXISTS (SELECT FROM auth_user u WHERE u.id = e.user_id)),
+                      (SELECT count(*) FROM enroll_soft) - (SELECT count(*) FROM enroll_manual)")
+for f in delete_plain delete_fk delete_soft purge_soft purge_manual; do
+    declare "m_$f=$(median <"$WORK/$f")"
+done
+
+say "(c) lag from the deleting commit to purged: $LAG_DELETES single-user deletes, default settings"
+sql <<'SQL'
+CREATE TABLE lag (user_id int, lag_ms float8);
+CREATE PROCEDURE measure_lag(deletes int) LANGUAGE plpgsql AS $$
+DECLARE
+    uid int;
+    committed timestamptz;
+BEGIN
+    FOR i IN 1..deletes LOOP
+        uid := i * 10 + 9;   -- users the rounds above did not delete (id % 10 = 9)
+        DELETE FROM auth_user WHERE id = uid;
+        COMMIT;
+        committed := clock_timestamp();
+        WHILE EXISTS (SELECT FROM enroll_soft WHERE user_id = uid) LOOP
+            PERFORM pg_sleep(0.001);
+        END LOOP;
+        INSERT INTO lag VALUES (uid, extract(epoch FROM clock_timestamp() - committed) * 1000);
+        COMMIT;
+        PERFORM pg_sleep(random() * 0.1);
+    END LOOP;
+END $$;
+SQL
+sql -c "CALL measure_lag($LAG_DELETES)"
+lag=$(sql -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms)::numeric, 1),
+                            round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms)::numeric, 1),
+                            round(max(lag_ms)::numeric, 1), count(*) FROM lag")
+read -r lag_p50 lag_p99 lag_max lag_n <<<"$lag"
+
+say "(d) worker memory while draining $MEMORY_USERS queued keys"
+worker_on off
+sql <<SQL
+CREATE TABLE big_user (id int PRIMARY KEY);
+INSERT INTO big_user SELECT generate_series(1, $MEMORY_USERS);
+CREATE TABLE big_child (id bigserial PRIMARY KEY, user_id int NOT NULL);
+INSERT INTO big_child (user_id) SELECT generate_series(1, $MEMORY_USERS);
+CREATE INDEX ON big_child (user_id);
+SELECT softfk_add('big_child', 'user_id', 'big_user');
+VACUUM ANALYZE big_user, big_child;
+DELETE FROM big_user;
+SQL
+queued=$(sql -c "SELECT count(*), sum(cardinality(keys)) FROM softfk.deletion" | tr '|' ' ')
+pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_softfk purge' AND datname = 'postgres'")
+rss() { awk '/^RssAnon/ {print $2}' "/proc/$pid/status"; }
+baseline=$(rss)
+started=$(date +%s.%N)
+worker_on on
+peak=$baseline
+samples=0
+while [ "$(sql -c 'SELECT count(*) FROM softfk.deletion')" != 0 ]; do
+    r=$(rss)
+    echo "$r" >>"$WORK/rss"
+    ((r > peak)) && peak=$r
+    samples=$((samples + 1))
+    sleep 0.2
+done
+drained=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
+end=$(rss)
+big_left=$(sql -c "SELECT count(*) FROM big_child")
+
+say "results"
+cat <<EOF
+(a) user-facing DELETE of 10k users, median of $ROUNDS (ms):
+    plain (no trigger)    $m_delete_plain
+    native CASCADE        $m_delete_fk        $(ratio "$m_delete_fk" "$m_delete_plain")x plain
+    soft (capture)        $m_delete_soft        $(ratio "$m_delete_soft" "$m_delete_plain")x plain
+(b) purging their 200k child rows, median of $ROUNDS (ms):
+    hand-written DELETE   $m_purge_manual
+    worker run            $m_purge_soft        throughput $(ratio "$m_purge_manual" "$m_purge_soft")x the hand-written DELETE
+    orphans left / row-count difference to manual: ${left//|/ / }
+(c) lag from COMMIT to purged, $lag_n deletes: p50 $lag_p50 ms, p99 $lag_p99 ms, max $lag_max ms
+(d) worker RssAnon draining ${queued% *} queue rows / ${queued#* } keys: before $baseline kB, peak $peak kB, after $end kB
+    ($samples samples, drained in $drained s, child rows left $big_left)
+EOF
