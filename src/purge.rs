@@ -3,7 +3,7 @@
 //!
 //! Work comes from the queue `softfk.deletion` (filled by src/capture.rs) in *batches*: a
 //! batch takes the oldest ready queue row, purges up to `pg_softfk.keys_per_batch` of its keys
-//! in every child that references the parent (each statement touching at most
+//! in every child that references the parent (each statement touching about
 //! `pg_softfk.rows_per_statement` rows), records the keys as done, and updates the totals, all
 //! in one transaction. A crash before the commit loses the whole batch and the queue still
 //! holds its keys: work is redone, never lost and never applied twice. No child-row lock is
@@ -57,8 +57,9 @@ pub fn define_settings() {
     );
     GucRegistry::define_int_guc(
         c"pg_softfk.rows_per_statement",
-        c"Child rows one purge statement deletes, nulls or archives at most.",
-        c"A batch repeats its statement until a statement finds fewer rows than this.",
+        c"About how many child rows one purge statement deletes, nulls or archives.",
+        c"A batch's keys are split into statements by the child column's statistics (the rows of \
+          one key are never split). A TRUNCATE or sweep takes at most this many per statement.",
         &ROWS_PER_STATEMENT,
         1,
         100_000_000,
@@ -556,28 +557,26 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     with_purge_settings(|| {
         for leaf in leaves(reference) {
             let sql = reference.purge_sql(&leaf, scope, skip_locked);
-            let mut from = 0;
-            loop {
-                let (chosen, changed, last_key) = execute(&sql, &keys[from..], limit, reference);
-                match reference.on_delete.as_str() {
-                    "set null" => rows.nulled += changed,
-                    "archive" => rows.archived += changed,
-                    _ => rows.deleted += changed,
+            let mut count = |changed: i64| match reference.on_delete.as_str() {
+                "set null" => rows.nulled += changed,
+                "archive" => rows.archived += changed,
+                _ => rows.deleted += changed,
+            };
+            match scope {
+                PurgeScope::Keys => {
+                    // Keys per statement: about `limit` rows' worth, judged from the column's
+                    // statistics (one key's rows are never split).
+                    let per_statement = (f64::from(limit) / rows_per_key(&leaf, &reference.child_column))
+                        .clamp(1.0, keys.len().max(1) as f64) as usize;
+                    for chunk in keys.chunks(per_statement) {
+                        count(execute(&sql, chunk, limit, reference));
+                    }
                 }
-                // Done when the statement found fewer rows than it may take and changed them
-                // all (a row updated meanwhile is chosen again, in its new version).
-                if chosen < i64::from(limit) && changed == chosen {
-                    break;
-                }
-                if scope == PurgeScope::EveryOrphan {
+                PurgeScope::EveryOrphan => {
                     // Bounded: one statement per leaf and batch; the entry stays for more.
-                    hit_limit = true;
-                    break;
-                }
-                if changed == chosen {
-                    // Go on from the last key reached (it may have more rows), not from the
-                    // first: the keys before it are done.
-                    from += (last_key.max(1) - 1) as usize;
+                    let changed = execute(&sql, &keys, limit, reference);
+                    count(changed);
+                    hit_limit |= changed >= i64::from(limit);
                 }
             }
         }
@@ -608,14 +607,32 @@ fn leaves(reference: &Reference) -> Vec<String> {
     })
 }
 
-/// Run one purge statement: (rows chosen, rows changed, position of the last key reached).
-fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> (i64, i64, i64) {
+/// The average number of rows per key value in `leaf`.`column`, from its statistics (1 when
+/// it has none: never analyzed).
+fn rows_per_key(leaf: &str, column: &str) -> f64 {
+    Spi::get_one_with_args::<f64>(
+        "SELECT (SELECT CASE WHEN s.stadistinct > 0 THEN greatest(c.reltuples, 1) / s.stadistinct
+                             WHEN s.stadistinct < 0 THEN -1 / s.stadistinct END::float8
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2
+                   JOIN pg_catalog.pg_statistic s
+                     ON s.starelid = c.oid AND s.staattnum = a.attnum AND NOT s.stainherit
+                  WHERE c.oid = $1::pg_catalog.regclass)",
+        &[leaf.into(), column.into()],
+    )
+    .expect("reading pg_statistic")
+    .filter(|rows| rows.is_finite() && *rows >= 1.0)
+    .unwrap_or(1.0)
+}
+
+/// Run one purge statement: the number of rows it changed.
+fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> i64 {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
     if timeout > 0 {
         unsafe { enable_timeout_after(STATEMENT_TIMEOUT_ID, timeout) };
     }
-    let counts = Spi::connect_mut(|client| {
-        let result = client
+    let changed = Spi::connect_mut(|client| {
+        client
             .update(
                 sql,
                 None,
@@ -628,17 +645,12 @@ fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> (i6
                 ],
             )
             .expect("running a purge statement")
-            .first();
-        (
-            result.get::<i64>(1).expect("rows chosen").unwrap_or(0),
-            result.get::<i64>(2).expect("rows changed").unwrap_or(0),
-            result.get::<i64>(3).expect("last key").unwrap_or(0),
-        )
+            .len() as i64
     });
     if timeout > 0 {
         unsafe { disable_timeout(STATEMENT_TIMEOUT_ID, false) };
     }
-    counts
+    changed
 }
 
 // utils/timeout.h (not in pgrx's bindings). The worker arms STATEMENT_TIMEOUT itself: core

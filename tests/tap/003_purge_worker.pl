@@ -182,8 +182,6 @@ is($node->safe_psql('lms', q{
 $log_offset = -s $node->logfile;
 $node->safe_psql('lms', q{ALTER SYSTEM SET pg_softfk.naptime = '1h'; SELECT pg_reload_conf()});
 $node->wait_for_log(qr/parameter "pg_softfk\.naptime" changed to "1h"/, $log_offset);
-# The reload wakes the worker, which then goes back to sleep for an hour.
-usleep(200_000);
 $node->safe_psql('lms', 'DELETE FROM auth_user WHERE id BETWEEN 301 AND 305');
 ok($node->poll_query_until('lms', q{
         SELECT NOT EXISTS (SELECT FROM softfk.deletion)
