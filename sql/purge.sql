@@ -110,10 +110,9 @@ BEGIN
             -- (detoast) more of the queue than it purges.
             EXECUTE format(
                 'INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause) '
-                'SELECT $1, $2, array_agg(k), ''delete'' '
-                  'FROM (SELECT %1$I::text AS k, row_number() OVER () - 1 AS n '
-                          'FROM old_rows WHERE %1$I IS NOT NULL) d '
-                 'GROUP BY n / 1000', col)
+                'SELECT $1, $2, d.k[i : i + 999], ''delete'' '
+                  'FROM (SELECT array_agg(%1$I::text) AS k FROM old_rows WHERE %1$I IS NOT NULL) d, '
+                       'generate_series(1, cardinality(d.k), 1000) i', col)
             USING TG_RELID, col;
         ELSIF TG_OP = 'UPDATE' THEN
             EXECUTE format('SELECT ($1).%1$I::text, ($2).%1$I::text', col)
