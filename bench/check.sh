@@ -45,16 +45,13 @@ if ! command -v gnuplot >/dev/null; then
     apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
 fi
 install_extension
-start_cluster "$CLUSTER" "$PORT"
+start_bench_cluster "$CLUSTER" "$PORT" 2GB
 trap 'stop_cluster "$CLUSTER"' EXIT
 rm -rf "$WORK"
 let_postgres_in "$WORK"
 sql() { as_postgres "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$CLUSTER" -p "$PORT" -d postgres "$@"; }
 pgbench() { as_postgres "$PG_BIN/pgbench" -h "$CLUSTER" -p "$PORT" -n "$@" postgres; }
 
-sql -c "ALTER SYSTEM SET shared_buffers = '2GB'" -c "ALTER SYSTEM SET max_wal_size = '16GB'" \
-    -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" -c "ALTER SYSTEM SET synchronous_commit = off"
-as_postgres "$PG_BIN/pg_ctl" -D "$CLUSTER/data" -l "$CLUSTER/server.log" -w restart >/dev/null
 
 say "loading 1M users and the key sets"
 sql <<'SQL'

@@ -34,7 +34,7 @@ MEMORY_USERS=${MEMORY_USERS:-1000000}
 
 install_prerequisites
 install_extension
-start_cluster "$CLUSTER" "$PORT"
+start_bench_cluster "$CLUSTER" "$PORT" 1GB
 trap 'stop_cluster "$CLUSTER"' EXIT
 rm -rf "$WORK"
 let_postgres_in "$WORK"
@@ -46,9 +46,6 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 worker_on() { sql -c "ALTER SYSTEM SET pg_softfk.purge_worker = $1" -c "SELECT pg_reload_conf()" >/dev/null; sleep 0.5; }
 wait_for_empty_queue() { until [ "$(sql -c 'SELECT count(*) FROM softfk.deletion')" = 0 ]; do sleep 0.05; done; }
 
-sql -c "ALTER SYSTEM SET shared_buffers = '1GB'" -c "ALTER SYSTEM SET max_wal_size = '16GB'" \
-    -c "ALTER SYSTEM SET checkpoint_timeout = '1h'" -c "ALTER SYSTEM SET synchronous_commit = off"
-as_postgres "$PG_BIN/pg_ctl" -D "$CLUSTER/data" -l "$CLUSTER/server.log" -w restart >/dev/null
 
 say "loading 4 x 100k users and 3 x 2M child rows"
 sql <<'SQL'

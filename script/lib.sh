@@ -65,7 +65,8 @@ let_postgres_in() {
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
-# start_cluster DIR PORT: a fresh cluster in DIR/data, its socket in DIR.
+# start_cluster DIR PORT [SETTING...]: a fresh cluster in DIR/data, its socket in DIR; extra
+# postgresql.conf lines may follow.
 start_cluster() {
     local dir=$1 port=$2
     stop_cluster "$dir"
@@ -77,8 +78,17 @@ start_cluster() {
         echo "port = $port"
         echo "listen_addresses = ''"
         echo "unix_socket_directories = '$dir'"
+        printf '%s\n' "${@:3}"
     } >>"$dir/data/postgresql.conf"
     as_postgres "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+# The benchmarks' clusters: big buffers and WAL, no checkpoint mid-run, and
+# synchronous_commit off, so that times measure the database's work rather than this
+# machine's fsync. start_bench_cluster DIR PORT SHARED_BUFFERS
+start_bench_cluster() {
+    start_cluster "$1" "$2" "shared_buffers = '$3'" "max_wal_size = '16GB'" \
+        "checkpoint_timeout = '1h'" "synchronous_commit = off"
 }
 
 stop_cluster() {

@@ -13,6 +13,7 @@ mod purge;
 mod registry;
 mod report;
 mod scan_count;
+mod settings;
 mod worker;
 
 #[cfg(any(test, feature = "pg_test"))]

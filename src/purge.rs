@@ -35,6 +35,7 @@ use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
 
 use crate::registry::{self, as_extension_owner, Reference};
 use crate::report::PurgeScope;
+use crate::settings::with_settings;
 
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -554,7 +555,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let keys = entry.keys.clone().unwrap_or_default();
     let mut rows = Rows::default();
     let mut hit_limit = false;
-    with_purge_settings(|| {
+    with_settings(&[(c"lock_timeout", &LOCK_TIMEOUT.get().to_string())], || {
         for leaf in leaves(reference) {
             let sql = reference.purge_sql(&leaf, scope, skip_locked);
             let mut count = |changed: i64| match reference.on_delete.as_str() {
@@ -661,26 +662,6 @@ extern "C" {
     fn disable_timeout(id: i32, keep_indicator: bool);
 }
 
-/// Run `f` with lock_timeout set to pg_softfk.lock_timeout; the old value comes back after.
-fn with_purge_settings<R>(f: impl FnOnce() -> R) -> R {
-    unsafe {
-        let nest_level = pg_sys::NewGUCNestLevel();
-        let value = std::ffi::CString::new(LOCK_TIMEOUT.get().to_string()).unwrap();
-        pg_sys::set_config_option(
-            c"lock_timeout".as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
-        let result = f();
-        pg_sys::AtEOXact_GUC(true, nest_level);
-        result
-    }
-}
 
 /// `(next, horizon)`: the next transaction id to be assigned, and the oldest transaction id
 /// still running other than this transaction's own (`next` when there is none). Every other

@@ -15,6 +15,7 @@ use pgrx::prelude::*;
 use crate::error::required;
 use crate::registry::{self, Reference};
 use crate::scan_count;
+use crate::settings::with_settings;
 
 impl Reference {
     /// The orphans of this reference as a relation with four columns: `child_table` and
@@ -240,24 +241,6 @@ fn table_name(oid: pg_sys::Oid) -> String {
 /// the same anti-join, so the parent's keys fit in one hash table. The old value comes back
 /// when `f` returns (and on error, with the transaction).
 fn with_report_work_mem<R>(f: impl FnOnce() -> R) -> R {
-    unsafe {
-        let nest_level = pg_sys::NewGUCNestLevel();
-        let kilobytes = pg_sys::maintenance_work_mem;
-        let value = std::ffi::CString::new(kilobytes.to_string()).unwrap();
-        for (name, value) in [(c"work_mem", value.as_c_str()), (c"hash_mem_multiplier", c"1")] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        let result = f();
-        pg_sys::AtEOXact_GUC(true, nest_level);
-        result
-    }
+    let kilobytes = unsafe { pg_sys::maintenance_work_mem }.to_string();
+    with_settings(&[(c"work_mem", &kilobytes), (c"hash_mem_multiplier", "1")], f)
 }
