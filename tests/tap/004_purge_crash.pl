@@ -107,7 +107,9 @@ sub interrupted_purge
 
 	$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id IN (SELECT id FROM doomed)');
 
-	# Wait for visible progress, then block the last batch on a row lock.
+	# Wait for visible progress, then block the last batch on a row lock: the last key of the
+	# newest queue row (the capture splits a statement's keys into rows of at most 1000; the
+	# purge takes them oldest first).
 	ok($node->poll_query_until('postgres', q{
 	        SELECT EXISTS (SELECT FROM softfk.purge_run WHERE status = 'running')
 	           AND EXISTS (SELECT FROM softfk.deletion WHERE keys_done > 0)}),
@@ -116,7 +118,7 @@ sub interrupted_purge
 	$blocker->query_safe(q{
 	    BEGIN;
 	    SELECT id FROM survey_answer
-	     WHERE user_id = (SELECT keys[cardinality(keys)]::int FROM softfk.deletion)
+	     WHERE user_id = (SELECT keys[cardinality(keys)]::int FROM softfk.deletion ORDER BY id DESC LIMIT 1)
 	       FOR UPDATE});
 	ok($node->poll_query_until('postgres', q{
 	        SELECT wait_event_type FROM pg_stat_activity
