@@ -13,7 +13,9 @@
 #   manual  child with no constraint, purged by one hand-written set-based DELETE
 # Each round deletes 10k users scattered over the table (id % 10 = round), so 200k child rows:
 #   (a) delete   time of the user-facing DELETE of the 10k users (soft: with the capture
-#                trigger; fk: including the cascade)
+#                trigger; fk: including the cascade); also "range": 10k users with consecutive
+#                ids and no child rows, the cheapest DELETE there is, where the capture's cost
+#                per key weighs most
 #   (b) purge    soft: the worker's run, from its start to its end (softfk_purge_runs); manual:
 #                DELETE FROM child WHERE user_id IN (the 10k ids)
 # Then, on the idle system with default settings:
@@ -73,16 +75,19 @@ CREATE INDEX ON enroll_fk (user_id);
 CREATE INDEX ON enroll_soft (user_id);
 CREATE INDEX ON enroll_manual (user_id);
 SELECT softfk_add('enroll_soft', 'user_id', 'auth_user');
+-- For the range deletes: 10k more users per round, with consecutive ids and no child rows.
+INSERT INTO users_plain (id, username, email) SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1000001, 1090000) g;
+INSERT INTO auth_user SELECT * FROM users_plain WHERE id > 1000000;
 VACUUM ANALYZE;
 SQL
 
 say "(a) user-facing DELETE and (b) purge, $ROUNDS rounds of 10k users / 200k child rows"
 for ((round = 0; round < ROUNDS; round++)); do
     ids="SELECT g FROM generate_series($round, 100000, 10) g"
-    variants=(plain fk soft manual)
+    variants=(plain fk soft manual range)
     # Rotate the order each round.
-    for ((i = 0; i < 4; i++)); do
-        v=${variants[$(((i + round) % 4))]}
+    for ((i = 0; i < 5; i++)); do
+        v=${variants[$(((i + round) % 5))]}
         case $v in
         plain) timed "DELETE FROM users_plain WHERE id IN ($ids)" >>"$WORK/delete_plain" ;;
         fk) timed "DELETE FROM users_fk WHERE id IN ($ids)" >>"$WORK/delete_fk" ;;
@@ -92,17 +97,23 @@ for ((round = 0; round < ROUNDS; round++)); do
             sql -c "SELECT extract(epoch FROM finished_at - started_at) * 1000 FROM softfk.purge_run
                      WHERE started_by = 'worker' AND status = 'completed' ORDER BY id DESC LIMIT 1" >>"$WORK/purge_soft"
             ;;
+        range)
+            lo=$((1000001 + round * 10000))
+            timed "DELETE FROM users_plain WHERE id BETWEEN $lo AND $((lo + 9999))" >>"$WORK/range_plain"
+            timed "DELETE FROM auth_user WHERE id BETWEEN $lo AND $((lo + 9999))" >>"$WORK/range_soft"
+            wait_for_empty_queue
+            ;;
         manual)
             sql -c "DELETE FROM users_manual WHERE id IN ($ids)"
             timed "DELETE FROM enroll_manual WHERE user_id IN ($ids)" >>"$WORK/purge_manual"
             ;;
         esac
     done
-    echo "round $((round + 1)): plain $(tail -1 "$WORK/delete_plain") fk $(tail -1 "$WORK/delete_fk") soft $(tail -1 "$WORK/delete_soft") | purge: worker $(tail -1 "$WORK/purge_soft") manual $(tail -1 "$WORK/purge_manual") (ms)"
+    echo "round $((round + 1)): plain $(tail -1 "$WORK/delete_plain") fk $(tail -1 "$WORK/delete_fk") soft $(tail -1 "$WORK/delete_soft") | range: plain $(tail -1 "$WORK/range_plain") soft $(tail -1 "$WORK/range_soft") | purge: worker $(tail -1 "$WORK/purge_soft") manual $(tail -1 "$WORK/purge_manual") (ms)"
 done
 left=$(sql -c "SELECT (SELECT count(*) FROM enroll_soft e WHERE NOT EXISTS (SELECT FROM auth_user u WHERE u.id = e.user_id)),
                       (SELECT count(*) FROM enroll_soft) - (SELECT count(*) FROM enroll_manual)")
-for f in delete_plain delete_fk delete_soft purge_soft purge_manual; do
+for f in delete_plain delete_fk delete_soft purge_soft purge_manual range_plain range_soft; do
     declare "m_$f=$(median <"$WORK/$f")"
 done
 
@@ -171,6 +182,8 @@ cat <<EOF
     plain (no trigger)    $m_delete_plain
     native CASCADE        $m_delete_fk        $(ratio "$m_delete_fk" "$m_delete_plain")x plain
     soft (capture)        $m_delete_soft        $(ratio "$m_delete_soft" "$m_delete_plain")x plain
+    range, plain          $m_range_plain
+    range, soft (capture) $m_range_soft        $(ratio "$m_range_soft" "$m_range_plain")x plain
 (b) purging their 200k child rows, median of $ROUNDS (ms):
     hand-written DELETE   $m_purge_manual
     worker run            $m_purge_soft        throughput $(ratio "$m_purge_manual" "$m_purge_soft")x the hand-written DELETE
