@@ -1,7 +1,8 @@
 # The worker is polite and thorough:
 # - rows a user transaction holds locked are skipped by the first pass and waited for (up to
-#   pg_softfk.lock_timeout) by the final pass; a batch that times out is rolled back, logged,
-#   and purged by a later run once the lock is gone;
+#   pg_softfk.lock_timeout) by the final pass; a batch that times out is rolled back, retried
+#   with half its keys, logged when even one key times out, and purged by a later run once
+#   the lock is gone;
 # - the periodic sweep (pg_softfk.sweep_interval) purges orphans the capture never saw.
 use strict;
 use warnings;
@@ -31,18 +32,19 @@ $node->poll_query_until('postgres', q{
     SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'pg_softfk purge'})
   or die 'no purge worker';
 
-# A user transaction (first) holds one enrollment of user 1 locked while user 1 is deleted.
+# A user transaction (first) holds one enrollment of user 2 (id 11) locked while users 1 and 2
+# are deleted in one statement.
 my $first = $node->background_psql('postgres');
 $first->query_safe('BEGIN');
-$first->query_safe('SELECT * FROM enrollment WHERE id = 10 FOR UPDATE');
-$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 1');
+$first->query_safe('SELECT * FROM enrollment WHERE id = 11 FOR UPDATE');
+$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id IN (1, 2)');
 
-$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM enrollment WHERE user_id = 1})
+$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM enrollment WHERE user_id IN (1, 2)})
   or die 'the unlocked rows were not purged';
-is($node->safe_psql('postgres', q{SELECT id FROM enrollment WHERE user_id = 1}), '10',
-    'the first pass purges every row of the deleted user except the one a transaction holds locked (SKIP LOCKED)');
+is($node->safe_psql('postgres', q{SELECT id FROM enrollment WHERE user_id IN (1, 2)}), '11',
+    'the first pass purges every row of the deleted users except the one a transaction holds locked (SKIP LOCKED)');
 is($node->safe_psql('postgres', q{SELECT cardinality(keys) || ' ' || final_pass FROM softfk.deletion}),
-    '1 true', 'the key stays queued for its final pass');
+    '2 true', 'the keys stay queued for their final pass');
 
 # The final pass waits for the first transaction to end (it was running at the delete). Before
 # it runs, a second transaction takes the row's lock over: the final pass must wait for it.
@@ -53,7 +55,7 @@ $node->safe_psql('postgres', q{
 my $second = $node->background_psql('postgres');
 $second->query_safe('BEGIN');
 my $second_pid = $second->query_safe('SELECT pg_backend_pid()');
-$second->query_until(qr/waiting/, "\\echo waiting\nSELECT * FROM enrollment WHERE id = 10 FOR UPDATE;\n");
+$second->query_until(qr/waiting/, "\\echo waiting\nSELECT * FROM enrollment WHERE id = 11 FOR UPDATE;\n");
 $first->query_safe('COMMIT');
 $first->quit;
 $node->poll_query_until('postgres', qq{
@@ -65,21 +67,28 @@ $node->safe_psql('postgres', q{
 });
 ok($node->poll_query_until('postgres', q{
         SELECT count(*) > 0 FROM softfk_purge_runs
-         WHERE errors @> '[{"sqlstate": "55P03"}]'}),
+         WHERE errors @> '[{"sqlstate": "55P03", "keys": 1}]'}),
     'the final pass waits pg_softfk.lock_timeout for the locked row, then rolls its batch back and logs lock_not_available');
+is($node->safe_psql('postgres', q{
+        SELECT status, batches, keys_purged FROM softfk_purge_runs
+         WHERE errors @> '[{"sqlstate": "55P03"}]' ORDER BY id LIMIT 1}),
+    'partial|1|1',
+    'the timed-out batch of two keys is retried with one: the key without a locked row is finished, the run is partial');
+is($node->safe_psql('postgres', q{SELECT keys_done || ' of ' || cardinality(keys) FROM softfk.deletion}),
+    '1 of 2', 'the queue records the finished key');
 like($node->safe_psql('postgres', q{SELECT last_error FROM softfk_status}),
     qr/lock/, 'softfk_status shows the last error');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment WHERE id = 10}), '1',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment WHERE id = 11}), '1',
     'the locked row is still there and its key still queued')
   and is($node->safe_psql('postgres', q{SELECT count(*) FROM softfk.deletion}), '1', 'queue still holds the key');
 
 $second->query_safe('COMMIT');
 $second->quit;
 ok($node->poll_query_until('postgres', q{
-        SELECT NOT EXISTS (SELECT FROM enrollment WHERE user_id = 1)
+        SELECT NOT EXISTS (SELECT FROM enrollment WHERE user_id IN (1, 2))
            AND NOT EXISTS (SELECT FROM softfk.deletion)}),
     'once the lock is released a later run purges the row and empties the queue');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment}), '90',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment}), '80',
     'no row of a live user was touched');
 
 # Orphans the capture never saw: rows written with validation off for users that never
@@ -93,7 +102,7 @@ $node->safe_psql('postgres', q{
 });
 ok($node->poll_query_until('postgres', q{SELECT orphan_rows = 0 FROM orphan_report()}),
     'the periodic sweep purges them');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment}), '90',
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment}), '80',
     'the sweep touches only orphans');
 
 $node->stop;
