@@ -15,7 +15,9 @@
 #   (a) delete   time of the user-facing DELETE of the 10k users (soft: with the capture
 #                trigger; fk: including the cascade); also "range": 10k users with consecutive
 #                ids and no child rows, the cheapest DELETE there is, where the capture's cost
-#                per key weighs most
+#                per key weighs most, and "range, floor": the same with an empty statement-level
+#                AFTER DELETE trigger that has a transition table (what any such capture pays
+#                before doing anything)
 #   (b) purge    soft: the worker's run, from its start to its end (softfk_purge_runs); manual:
 #                DELETE FROM child WHERE user_id IN (the 10k ids)
 # Then, on the idle system with default settings:
@@ -78,6 +80,11 @@ SELECT softfk_add('enroll_soft', 'user_id', 'auth_user');
 -- For the range deletes: 10k more users per round, with consecutive ids and no child rows.
 INSERT INTO users_plain (id, username, email) SELECT g, 'user' || g, 'user' || g || '@example.com' FROM generate_series(1000001, 1090000) g;
 INSERT INTO auth_user SELECT * FROM users_plain WHERE id > 1000000;
+CREATE TABLE users_floor (LIKE users_plain INCLUDING ALL);
+INSERT INTO users_floor SELECT * FROM users_plain WHERE id > 1000000;
+CREATE FUNCTION nothing() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NULL; END';
+CREATE TRIGGER floor AFTER DELETE ON users_floor REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION nothing();
 VACUUM ANALYZE;
 SQL
 
@@ -100,6 +107,7 @@ for ((round = 0; round < ROUNDS; round++)); do
         range)
             lo=$((1000001 + round * 10000))
             timed "DELETE FROM users_plain WHERE id BETWEEN $lo AND $((lo + 9999))" >>"$WORK/range_plain"
+            timed "DELETE FROM users_floor WHERE id BETWEEN $lo AND $((lo + 9999))" >>"$WORK/range_floor"
             timed "DELETE FROM auth_user WHERE id BETWEEN $lo AND $((lo + 9999))" >>"$WORK/range_soft"
             wait_for_empty_queue
             ;;
@@ -109,11 +117,11 @@ for ((round = 0; round < ROUNDS; round++)); do
             ;;
         esac
     done
-    echo "round $((round + 1)): plain $(tail -1 "$WORK/delete_plain") fk $(tail -1 "$WORK/delete_fk") soft $(tail -1 "$WORK/delete_soft") | range: plain $(tail -1 "$WORK/range_plain") soft $(tail -1 "$WORK/range_soft") | purge: worker $(tail -1 "$WORK/purge_soft") manual $(tail -1 "$WORK/purge_manual") (ms)"
+    echo "round $((round + 1)): plain $(tail -1 "$WORK/delete_plain") fk $(tail -1 "$WORK/delete_fk") soft $(tail -1 "$WORK/delete_soft") | range: plain $(tail -1 "$WORK/range_plain") floor $(tail -1 "$WORK/range_floor") soft $(tail -1 "$WORK/range_soft") | purge: worker $(tail -1 "$WORK/purge_soft") manual $(tail -1 "$WORK/purge_manual") (ms)"
 done
 left=$(sql -c "SELECT (SELECT count(*) FROM enroll_soft e WHERE NOT EXISTS (SELECT FROM auth_user u WHERE u.id = e.user_id)),
                       (SELECT count(*) FROM enroll_soft) - (SELECT count(*) FROM enroll_manual)")
-for f in delete_plain delete_fk delete_soft purge_soft purge_manual range_plain range_soft; do
+for f in delete_plain delete_fk delete_soft purge_soft purge_manual range_plain range_floor range_soft; do
     declare "m_$f=$(median <"$WORK/$f")"
 done
 
@@ -183,6 +191,7 @@ cat <<EOF
     native CASCADE        $m_delete_fk        $(ratio "$m_delete_fk" "$m_delete_plain")x plain
     soft (capture)        $m_delete_soft        $(ratio "$m_delete_soft" "$m_delete_plain")x plain
     range, plain          $m_range_plain
+    range, floor          $m_range_floor        $(ratio "$m_range_floor" "$m_range_plain")x plain
     range, soft (capture) $m_range_soft        $(ratio "$m_range_soft" "$m_range_plain")x plain
 (b) purging their 200k child rows, median of $ROUNDS (ms):
     hand-written DELETE   $m_purge_manual
