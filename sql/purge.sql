@@ -96,7 +96,8 @@ SELECT pg_catalog.pg_extension_config_dump('softfk.purge_run_id_seq', '');
 --
 -- SECURITY DEFINER: it runs inside whoever deletes users, who may not write the queue (nobody
 -- may: a forged queue row would make the worker purge). It only inserts what the statement
--- deleted, and wakes the worker at commit.
+-- deleted, and wakes the worker at commit. Keys become text through their type's output
+-- function (format('%s')), never a cast: a user-defined cast would run as the definer.
 CREATE FUNCTION softfk.capture_deleted_keys() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -111,11 +112,12 @@ BEGIN
             EXECUTE format(
                 'INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause) '
                 'SELECT $1, $2, d.k[i : i + 999], ''delete'' '
-                  'FROM (SELECT array_agg(%1$I::text) AS k FROM old_rows WHERE %1$I IS NOT NULL) d, '
+                  'FROM (SELECT array_agg(format(''%%s'', %1$I)) AS k FROM old_rows WHERE %1$I IS NOT NULL) d, '
                        'generate_series(1, cardinality(d.k), 1000) i', col)
             USING TG_RELID, col;
         ELSIF TG_OP = 'UPDATE' THEN
-            EXECUTE format('SELECT ($1).%1$I::text, ($2).%1$I::text', col)
+            EXECUTE format('SELECT CASE WHEN ($1).%1$I IS NOT NULL THEN format(''%%s'', ($1).%1$I) END, '
+                                  'CASE WHEN ($2).%1$I IS NOT NULL THEN format(''%%s'', ($2).%1$I) END', col)
                INTO old_key, new_key USING OLD, NEW;
             IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
                 INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
@@ -159,7 +161,7 @@ DECLARE
     columns name[] := ARRAY(SELECT DISTINCT r.parent_column FROM softfk.reference r
                              WHERE r.parent_table = parent ORDER BY 1);
     -- The trigger arguments as pg_trigger.tgargs stores them.
-    wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || '\x00'::bytea, ''::bytea)
+    wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || decode('00', 'hex'), ''::bytea)
                             FROM unnest(columns) c);
     args text := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
     t record;

@@ -33,7 +33,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
 
-use crate::registry::{self, as_extension_owner, Reference};
+use crate::registry::{self, as_extension_owner, as_role, read_one, Reference};
 use crate::report::PurgeScope;
 use crate::settings::with_settings;
 
@@ -128,21 +128,31 @@ impl Rows {
     }
 }
 
+/// A reference the purge changed rows of, as it was when it did.
+#[derive(Clone)]
+pub struct Touched {
+    pub child: pg_sys::Oid,
+    pub child_column: String,
+    pub parent: pg_sys::Oid,
+    pub on_delete: String,
+    pub rows: Rows,
+}
+
 /// What a run did.
 #[derive(Default)]
 pub struct RunReport {
     pub batches: i64,
     pub keys: i64,
     /// Per reference id.
-    pub rows: BTreeMap<i64, Rows>,
+    pub rows: BTreeMap<i64, Touched>,
     pub errors: Vec<serde_json::Value>,
 }
 
 impl RunReport {
     fn total(&self) -> Rows {
         let mut total = Rows::default();
-        for rows in self.rows.values() {
-            total.add(*rows);
+        for touched in self.rows.values() {
+            total.add(touched.rows);
         }
         total
     }
@@ -174,16 +184,25 @@ pub fn run(mode: Mode) -> Option<RunReport> {
             Ok(Some(done)) => {
                 report.batches += 1;
                 report.keys += done.keys;
-                for (reference, rows) in done.rows {
-                    report.rows.entry(reference).or_default().add(rows);
+                for (reference, touched) in done.rows {
+                    match report.rows.get_mut(&reference) {
+                        Some(known) => known.rows.add(touched.rows),
+                        None => {
+                            report.rows.insert(reference, touched);
+                        }
+                    }
                 }
             }
             Err(error) => {
                 let (entry, keys, reference) = CURRENT.get();
-                let timed_out = matches!(
-                    error.sql_error_code(),
-                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED | PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
-                );
+                // A lock timeout, or the worker's own statement timeout. Under softfk_purge() a
+                // cancel is the caller's (statement_timeout, Ctrl-C): it ends the call.
+                let timed_out = match error.sql_error_code() {
+                    PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE => true,
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED if mode == Mode::Worker => true,
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED => error.rethrow(),
+                    _ => false,
+                };
                 if entry == 0 || mode == Mode::Worker && unsafe { pg_sys::ProcDiePending != 0 } {
                     error.rethrow();
                 }
@@ -299,9 +318,10 @@ const RUN_LOCK: &str = "'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid:
 /// softfk_purge() holds it for its transaction and waits.
 fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
     move || match mode {
-        Mode::Worker => Spi::get_one::<bool>(&format!("SELECT pg_catalog.pg_try_advisory_lock({RUN_LOCK})"))
-            .expect("taking the purge run lock")
-            .unwrap_or(false),
+        Mode::Worker => {
+            read_one::<bool>(&format!("SELECT pg_catalog.pg_try_advisory_lock({RUN_LOCK})"), &[])
+                .unwrap_or(false)
+        }
         Mode::Function => {
             Spi::run(&format!("SELECT pg_catalog.pg_advisory_xact_lock({RUN_LOCK})"))
                 .expect("taking the purge run lock");
@@ -313,7 +333,7 @@ fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
 /// The worker gives the run lock back after its run.
 pub fn end_worker_run() {
     let _ = in_transaction(Mode::Worker, || {
-        Spi::run(&format!("SELECT pg_catalog.pg_advisory_unlock({RUN_LOCK})"))
+        read_one::<bool>(&format!("SELECT pg_catalog.pg_advisory_unlock({RUN_LOCK})"), &[])
     });
 }
 
@@ -388,7 +408,7 @@ fn record_error(reference: i64, message: &str) {
 /// What one batch did.
 struct Batch {
     keys: i64,
-    rows: BTreeMap<i64, Rows>,
+    rows: BTreeMap<i64, Touched>,
 }
 
 /// One queue row, as a batch takes it.
@@ -431,7 +451,16 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
         CURRENT.set((entry.id, key_count, reference.id));
         let (changed, limited) = purge_reference(reference, &entry);
         hit_limit |= limited;
-        rows.insert(reference.id, changed);
+        rows.insert(
+            reference.id,
+            Touched {
+                child: reference.child_oid,
+                child_column: reference.child_column.clone(),
+                parent: reference.parent_oid,
+                on_delete: reference.on_delete.clone(),
+                rows: changed,
+            },
+        );
     }
     CURRENT.set((entry.id, key_count, 0));
 
@@ -456,7 +485,8 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
             )
         }
         .expect("updating softfk.deletion");
-        for (reference, changed) in &rows {
+        for (reference, touched) in &rows {
+            let changed = touched.rows;
             Spi::run_with_args(
                 "INSERT INTO softfk.purge_total AS t
                         (reference_id, rows_deleted, rows_nulled, rows_archived, last_run_at)
@@ -475,13 +505,12 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
 fn work_is_ready() -> bool {
     let (_, horizon) = horizon();
     as_extension_owner(|| {
-        Spi::get_one_with_args::<bool>(
+        read_one::<bool>(
             "SELECT EXISTS (SELECT FROM softfk.deletion d
                              WHERE NOT d.final_pass OR d.final_after <= $1::text::xid8)",
             &[(horizon as i64).to_string().into()],
         )
     })
-    .expect("reading softfk.deletion")
     .unwrap_or(false)
 }
 
@@ -490,9 +519,10 @@ fn work_is_ready() -> bool {
 /// rows another run holds are skipped.
 fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
     let default_keys = KEYS_PER_BATCH.get();
-    Spi::connect(|client| {
+    // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
+    Spi::connect_mut(|client| {
         let found = client
-            .select(
+            .update(
                 "SELECT d.id, d.parent_table::oid, d.parent_column::text, d.keys IS NULL,
                         cardinality(d.keys), d.keys_done, d.final_pass
                    FROM softfk.deletion d
@@ -553,36 +583,84 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let scope = if entry.keys.is_some() { PurgeScope::Keys } else { PurgeScope::EveryOrphan };
     let skip_locked = !entry.final_pass;
     let keys = entry.keys.clone().unwrap_or_default();
+    let owner = table_owner(reference.child_oid);
     let mut rows = Rows::default();
     let mut hit_limit = false;
-    with_settings(&[(c"lock_timeout", &LOCK_TIMEOUT.get().to_string())], || {
-        for leaf in leaves(reference) {
-            let sql = reference.purge_sql(&leaf, scope, skip_locked);
-            let mut count = |changed: i64| match reference.on_delete.as_str() {
-                "set null" => rows.nulled += changed,
-                "archive" => rows.archived += changed,
-                _ => rows.deleted += changed,
-            };
-            match scope {
-                PurgeScope::Keys => {
-                    // Keys per statement: about `limit` rows' worth, judged from the column's
-                    // statistics (one key's rows are never split).
-                    let per_statement = (f64::from(limit) / rows_per_key(&leaf, &reference.child_column))
-                        .clamp(1.0, keys.len().max(1) as f64) as usize;
-                    for chunk in keys.chunks(per_statement) {
-                        count(execute(&sql, chunk, limit, reference));
-                    }
+    for leaf in as_extension_owner(|| leaves(reference)) {
+        let sql = reference.purge_sql(&leaf, scope, skip_locked);
+        // The statement runs with the rights of the child's owner, as core's cascades do: its
+        // triggers, defaults and constraints never run with more rights than that owner has.
+        let mut run = |keys: &[String]| {
+            let changed = as_role(owner, || {
+                with_settings(&[(c"lock_timeout", &LOCK_TIMEOUT.get().to_string())], || {
+                    execute(&sql, keys, limit)
+                })
+            });
+            match reference.on_delete.as_str() {
+                "set null" => rows.nulled += changed.count,
+                "archive" => {
+                    as_extension_owner(|| archive(reference, &changed.archived));
+                    rows.archived += changed.count;
                 }
-                PurgeScope::EveryOrphan => {
-                    // Bounded: one statement per leaf and batch; the entry stays for more.
-                    let changed = execute(&sql, &keys, limit, reference);
-                    count(changed);
-                    hit_limit |= changed >= i64::from(limit);
+                _ => rows.deleted += changed.count,
+            }
+            changed.count
+        };
+        match scope {
+            PurgeScope::Keys => {
+                // Keys per statement: about `limit` rows' worth, judged from the column's
+                // statistics (one key's rows are never split).
+                let rows_per_key = as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
+                let per_statement =
+                    (f64::from(limit) / rows_per_key).clamp(1.0, keys.len().max(1) as f64) as usize;
+                for chunk in keys.chunks(per_statement) {
+                    run(chunk);
                 }
             }
+            PurgeScope::EveryOrphan => {
+                // Bounded: one statement per leaf and batch; the entry stays for more. Done only
+                // when a statement finds nothing: one that changed fewer than `limit` rows may
+                // have skipped rows changed meanwhile.
+                hit_limit |= run(&keys) > 0;
+            }
         }
-    });
+    }
     (rows, hit_limit)
+}
+
+fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
+    as_extension_owner(|| {
+        Spi::connect(|client| {
+            client
+                .select("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", None, &[table.into()])
+                .expect("reading pg_class")
+                .first()
+                .get::<pg_sys::Oid>(1)
+                .expect("relowner")
+                .expect("the child table exists")
+        })
+    })
+}
+
+/// Move rows a purge statement deleted ('archive') into softfk.archived_row.
+fn archive(reference: &Reference, archived: &[(String, String)]) {
+    if archived.is_empty() {
+        return;
+    }
+    let (keys, rows): (Vec<&str>, Vec<&str>) = archived.iter().map(|(k, r)| (k.as_str(), r.as_str())).unzip();
+    Spi::run_with_args(
+        "INSERT INTO softfk.archived_row (child_table, child_column, parent_table, key, child_row)
+         SELECT $1::oid::regclass, $2, $3::oid::regclass, a.key, a.child_row::jsonb
+           FROM unnest($4::text[], $5::text[]) AS a (key, child_row)",
+        &[
+            reference.child_oid.into(),
+            reference.child_column.as_str().into(),
+            reference.parent_oid.into(),
+            keys.into(),
+            rows.into(),
+        ],
+    )
+    .expect("writing softfk.archived_row");
 }
 
 /// The relations a purge statement targets: the child, or each leaf partition of it.
@@ -611,7 +689,7 @@ fn leaves(reference: &Reference) -> Vec<String> {
 /// The average number of rows per key value in `leaf`.`column`, from its statistics (1 when
 /// it has none: never analyzed).
 fn rows_per_key(leaf: &str, column: &str) -> f64 {
-    Spi::get_one_with_args::<f64>(
+    read_one::<f64>(
         "SELECT (SELECT CASE WHEN s.stadistinct > 0 THEN greatest(c.reltuples, 1) / s.stadistinct
                              WHEN s.stadistinct < 0 THEN -1 / s.stadistinct END::float8
                    FROM pg_catalog.pg_class c
@@ -621,37 +699,52 @@ fn rows_per_key(leaf: &str, column: &str) -> f64 {
                   WHERE c.oid = $1::pg_catalog.regclass)",
         &[leaf.into(), column.into()],
     )
-    .expect("reading pg_statistic")
     .filter(|rows| rows.is_finite() && *rows >= 1.0)
     .unwrap_or(1.0)
 }
 
-/// Run one purge statement: the number of rows it changed.
-fn execute(sql: &str, keys: &[String], limit: i32, reference: &Reference) -> i64 {
+/// What one purge statement did: rows changed, and for 'archive' the rows it deleted as
+/// (key, row as jsonb) text.
+struct Changed {
+    count: i64,
+    archived: Vec<(String, String)>,
+}
+
+/// Run one purge statement.
+fn execute(sql: &str, keys: &[String], limit: i32) -> Changed {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
-    if timeout > 0 {
-        unsafe { enable_timeout_after(STATEMENT_TIMEOUT_ID, timeout) };
+    let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
+    Spi::connect_mut(|client| {
+        let result = client
+            .update(sql, None, &[keys.to_vec().into(), limit.into()])
+            .expect("running a purge statement");
+        let count = result.len() as i64;
+        let archived = if result.columns().unwrap_or(0) == 2 {
+            result
+                .map(|row| (row.get::<String>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Changed { count, archived }
+    })
+}
+
+/// The worker's statement timeout, disarmed when dropped: after the statement, or when an
+/// error unwinds past it (a timer left armed would cancel whatever runs next).
+struct StatementTimeout;
+
+impl StatementTimeout {
+    fn arm(milliseconds: i32) -> StatementTimeout {
+        unsafe { enable_timeout_after(STATEMENT_TIMEOUT_ID, milliseconds) };
+        StatementTimeout
     }
-    let changed = Spi::connect_mut(|client| {
-        client
-            .update(
-                sql,
-                None,
-                &[
-                    keys.to_vec().into(),
-                    limit.into(),
-                    reference.child_oid.into(),
-                    reference.child_column.as_str().into(),
-                    reference.parent_oid.into(),
-                ],
-            )
-            .expect("running a purge statement")
-            .len() as i64
-    });
-    if timeout > 0 {
+}
+
+impl Drop for StatementTimeout {
+    fn drop(&mut self) {
         unsafe { disable_timeout(STATEMENT_TIMEOUT_ID, false) };
     }
-    changed
 }
 
 // utils/timeout.h (not in pgrx's bindings). The worker arms STATEMENT_TIMEOUT itself: core
@@ -668,11 +761,13 @@ extern "C" {
 /// transaction below `horizon` has ended.
 ///
 /// Read from a fresh snapshot: ids in its list are running; so is every id from its xmax
-/// (one past the latest completed id) up to `next`, since none of those has completed.
+/// (one past the latest completed id) up to `next` (read after it), since none of those has
+/// completed.
 fn horizon() -> (u64, u64) {
     unsafe {
-        let next = pg_sys::ReadNextFullTransactionId().value;
+        // Snapshot first, next id second: every id in the snapshot is then below `next`.
         let snapshot = pg_sys::GetLatestSnapshot();
+        let next = pg_sys::ReadNextFullTransactionId().value;
         let full = |xid: pg_sys::TransactionId| -> u64 {
             // Ids in a snapshot are within 2^31 of next: widen them by next's epoch.
             let diff = (next as u32).wrapping_sub(u32::from(xid));
@@ -721,21 +816,11 @@ fn softfk_purge() -> TableIterator<
         .raise();
     }
     let report = run(Mode::Function).expect("softfk_purge() waits for the run lock");
-    let references = registry::load(registry::Which::All);
     let rows: Vec<_> = report
         .rows
-        .iter()
-        .filter(|(_, rows)| rows.total() > 0)
-        .filter_map(|(id, rows)| {
-            let reference = references.iter().find(|r| r.id == *id)?;
-            Some((
-                reference.child_oid,
-                reference.child_column.clone(),
-                reference.parent_oid,
-                reference.on_delete.clone(),
-                rows.total(),
-            ))
-        })
+        .into_values()
+        .filter(|touched| touched.rows.total() > 0)
+        .map(|t| (t.child, t.child_column, t.parent, t.on_delete, t.rows.total()))
         .collect();
     TableIterator::new(rows)
 }

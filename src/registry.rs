@@ -320,17 +320,41 @@ fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
 /// caller (the way core's RI triggers switch user around their own queries). An error
 /// unwinds the transaction, which restores the caller's identity.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = Spi::get_one::<pg_sys::Oid>(
+    let owner = read_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk'",
+        &[],
     )
-    .expect("reading pg_extension")
     .expect("pg_softfk is installed");
+    as_role(owner, f)
+}
+
+/// The first column of the first row of a read-only query (None for no row or NULL). Unlike
+/// Spi::get_one, it does not give the transaction an id: an idle worker's polling writes no
+/// WAL and burns no transaction ids.
+pub fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
+    sql: &str,
+    args: &[DatumWithOid],
+) -> Option<T> {
+    Spi::connect(|client| {
+        let rows = client.select(sql, None, args).expect("running a read-only query");
+        if rows.is_empty() {
+            return None;
+        }
+        rows.first().get::<T>(1).expect("reading a query result")
+    })
+}
+
+/// Run `f` as `role`, as core's RI triggers run their queries as a table's owner: row-level
+/// security applies as to that owner (not forced on it).
+pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
         pg_sys::SetUserIdAndSecContext(
-            owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            role,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_NOFORCE_RLS as i32,
         );
     }
     let result = f();

@@ -36,8 +36,8 @@ impl Reference {
     /// (the child itself, or one leaf partition of it) whose parent row is absent, among the
     /// keys `$1` (text[]) or, for [`PurgeScope::EveryOrphan`], at most `$2` of all of them. The
     /// statement re-checks the parent itself, under its own snapshot: a key re-created since
-    /// it was queued is never purged. 'archive' also takes `$3` child, `$4` child column, `$5`
-    /// parent. The caller bounds a keyed statement by the number of keys it passes.
+    /// it was queued is never purged. 'archive' returns the rows it deleted (key, row as jsonb).
+    /// The caller bounds a keyed statement by the number of keys it passes.
     ///
     /// `skip_locked` (a first pass): the rows are chosen and locked `FOR UPDATE SKIP LOCKED`,
     /// so rows other transactions hold are left for the final pass, then changed by ctid.
@@ -46,7 +46,7 @@ impl Reference {
     /// row twice, and the ctid detour costs a third more than the join.)
     pub fn purge_sql(&self, leaf: &str, scope: PurgeScope, skip_locked: bool) -> String {
         let key = self.child_key();
-        let keys = format!("unnest($1::text[]::{}[]) AS k (key)", self.parent_type);
+        let keys = format!("pg_catalog.unnest($1::text[]::{}[]) AS k (key)", self.parent_type);
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
         let key_absent = self.parent_absent("k.key");
         // (target rows, the FROM items and condition that choose them)
@@ -80,10 +80,10 @@ impl Reference {
             "set null" => {
                 format!("UPDATE ONLY {leaf} c SET {column} = NULL {update_from} WHERE {condition}")
             }
+            // The rows go to the archive in a second statement, as the extension's owner.
             "archive" => format!(
-                "WITH moved AS (DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition} RETURNING c.*) \
-                 INSERT INTO softfk.archived_row (child_table, child_column, parent_table, key, child_row) \
-                 SELECT $3::oid::regclass, $4, $5::oid::regclass, m.{column}::text, to_jsonb(m) FROM moved m"
+                "DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition} \
+                 RETURNING pg_catalog.format('%s', c.{column}), pg_catalog.to_jsonb(c)::text"
             ),
             other => unreachable!("on_delete {other} has no purge statement"),
         }

@@ -26,6 +26,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::purge;
+use crate::registry::read_one;
 
 /// `pg_softfk.naptime`, in milliseconds.
 pub static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -220,7 +221,8 @@ pub extern "C-unwind" fn softfk_launcher_main(_arg: pg_sys::Datum) {
         let databases = databases();
         let to_start: Vec<u32> = {
             let mut shared = SHARED.exclusive();
-            // Forget databases that were dropped.
+            // Forget databases that were dropped (a worker still running there gives its slot
+            // back when it exits).
             for slot in shared.slots.iter_mut() {
                 if slot.state == State::NoExtension && !databases.contains(&slot.database) {
                     *slot = Slot::default();
@@ -304,12 +306,14 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     let database = arg.value() as u32;
     handle_signals();
     unsafe {
+        // Registered before connecting: a worker that fails to connect (its database is being
+        // dropped) gives its slot back too.
+        pg_sys::before_shmem_exit(Some(leave_slot), pg_sys::Datum::from(database));
         pg_sys::BackgroundWorkerInitializeConnectionByOid(
             pg_sys::Oid::from(database),
             pg_sys::InvalidOid,
             0,
         );
-        pg_sys::before_shmem_exit(Some(leave_slot), pg_sys::Datum::from(database));
     }
     {
         let mut shared = SHARED.exclusive();
@@ -352,9 +356,11 @@ fn activity(what: &std::ffi::CStr) {
 
 fn extension_exists() -> bool {
     in_worker_transaction(|| {
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk')")
-            .expect("reading pg_extension")
-            .unwrap_or(false)
+        read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk')",
+            &[],
+        )
+        .unwrap_or(false)
     })
 }
 
@@ -389,13 +395,17 @@ fn mark_no_extension(database: u32) {
     }
 }
 
-/// On exit (normal or FATAL), a running worker gives its slot back so that the launcher
-/// starts a new one.
+/// On exit (normal or FATAL, also before it ever connected), a worker gives its slot back so
+/// that the launcher starts a new one; a database marked as having no extension stays marked.
 #[pg_guard]
 unsafe extern "C-unwind" fn leave_slot(_code: i32, arg: pg_sys::Datum) {
     let database = arg.value() as u32;
     let mut shared = SHARED.exclusive();
-    if let Some(slot) = shared.slots.iter_mut().find(|s| s.state == State::Running && s.database == database) {
+    let me = unsafe { (*pg_sys::MyProc).pgprocno };
+    if let Some(slot) = shared.slots.iter_mut().find(|s| {
+        s.database == database
+            && (s.state == State::Starting || s.state == State::Running && s.procno == me)
+    }) {
         *slot = Slot::default();
     }
     let launcher = shared.launcher_procno;
