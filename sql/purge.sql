@@ -132,6 +132,11 @@ BEGIN
     RETURN NULL;
 END $$;
 
+CREATE FUNCTION softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]
+STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'absent_keys_wrapper';
+COMMENT ON FUNCTION softfk.absent_keys(bigint, text[]) IS
+'Which of these keys have no row in the parent of soft reference "reference" (the parent check of the purge, which runs as the child''s owner).';
+
 CREATE FUNCTION softfk.wake_purge_at_commit() RETURNS void
 VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'wake_purge_at_commit_wrapper';
 COMMENT ON FUNCTION softfk.wake_purge_at_commit() IS

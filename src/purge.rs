@@ -34,7 +34,6 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
 
 use crate::registry::{self, as_extension_owner, as_role, read_one, Reference};
-use crate::report::PurgeScope;
 use crate::settings::with_settings;
 
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -580,20 +579,18 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
 /// whole-table entry, there may be more).
 fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let limit = ROWS_PER_STATEMENT.get();
-    let scope = if entry.keys.is_some() { PurgeScope::Keys } else { PurgeScope::EveryOrphan };
     let skip_locked = !entry.final_pass;
-    let keys = entry.keys.clone().unwrap_or_default();
     let owner = table_owner(reference.child_oid);
     let mut rows = Rows::default();
     let mut hit_limit = false;
     for leaf in as_extension_owner(|| leaves(reference)) {
-        let sql = reference.purge_sql(&leaf, scope, skip_locked);
+        let sql = reference.purge_sql(&leaf, skip_locked);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
         let mut run = |keys: &[String]| {
             let changed = as_role(owner, || {
                 with_settings(&[(c"lock_timeout", &LOCK_TIMEOUT.get().to_string())], || {
-                    execute(&sql, keys, limit)
+                    execute(&sql, keys)
                 })
             });
             match reference.on_delete.as_str() {
@@ -604,10 +601,9 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 }
                 _ => rows.deleted += changed.count,
             }
-            changed.count
         };
-        match scope {
-            PurgeScope::Keys => {
+        match &entry.keys {
+            Some(keys) => {
                 // Keys per statement: about `limit` rows' worth, judged from the column's
                 // statistics (one key's rows are never split).
                 let rows_per_key = as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
@@ -617,11 +613,18 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                     run(chunk);
                 }
             }
-            PurgeScope::EveryOrphan => {
-                // Bounded: one statement per leaf and batch; the entry stays for more. Done only
-                // when a statement finds nothing: one that changed fewer than `limit` rows may
-                // have skipped rows changed meanwhile.
-                hit_limit |= run(&keys) > 0;
+            None => {
+                // Every orphan: a statement's worth of orphan keys at a time (the report's
+                // anti-join, as the extension's owner), one round per leaf and batch. The
+                // entry is done when a round finds none.
+                let orphan_keys = as_extension_owner(|| {
+                    read_one::<Vec<String>>(&reference.orphan_keys_sql(&leaf), &[limit.into()])
+                })
+                .unwrap_or_default();
+                if !orphan_keys.is_empty() {
+                    hit_limit = true;
+                    run(&orphan_keys);
+                }
             }
         }
     }
@@ -711,12 +714,12 @@ struct Changed {
 }
 
 /// Run one purge statement.
-fn execute(sql: &str, keys: &[String], limit: i32) -> Changed {
+fn execute(sql: &str, keys: &[String]) -> Changed {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
     let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
     Spi::connect_mut(|client| {
         let result = client
-            .update(sql, None, &[keys.to_vec().into(), limit.into()])
+            .update(sql, None, &[keys.to_vec().into()])
             .expect("running a purge statement");
         let count = result.len() as i64;
         let archived = if result.columns().unwrap_or(0) == 2 {
@@ -860,4 +863,40 @@ fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
         .expect("restoring an archived row");
     }
     archived.len() as i64
+}
+
+/// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]
+/// The keys (as text) that have no row in the reference's parent: the parent check inside
+/// each purge statement. The statement runs as the child's owner, who may not read the parent;
+/// this reads it as the extension's owner, under the calling statement's snapshot (the
+/// function is STABLE), for a caller that owns the child or may read the parent.
+#[pg_extern(sql = false)]
+fn absent_keys(reference: i64, keys: Vec<String>) -> Option<Vec<String>> {
+    let caller = unsafe { pg_sys::GetUserId() };
+    let (allowed, loaded) = as_extension_owner(|| {
+        let allowed = read_one::<bool>(
+            "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE')
+                 OR pg_catalog.has_table_privilege($2, r.parent_table, 'SELECT')
+               FROM softfk.reference r JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+              WHERE r.id = $1",
+            &[reference.into(), caller.into()],
+        );
+        (allowed, registry::load(registry::Which::Id(reference)).pop())
+    });
+    let Some(reference) = loaded else {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("soft reference {reference} does not exist"),
+        )
+        .raise()
+    };
+    if allowed != Some(true) {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied for the parent of soft reference {}", reference.id),
+        )
+        .detail("Only the child's owner, or a role that may read the parent, may ask which keys it lacks.")
+        .raise();
+    }
+    as_extension_owner(|| read_one::<Vec<String>>(&reference.absent_keys_sql(), &[keys.into()]))
 }

@@ -56,6 +56,8 @@ pub enum Which<'a> {
     Child(pg_sys::Oid, &'a str),
     /// Those referencing this parent column.
     Parent(pg_sys::Oid, &'a str),
+    /// The one with this id.
+    Id(i64),
 }
 
 /// Registrations, resolved against the current catalogs. Ordered by child, column.
@@ -79,18 +81,20 @@ pub fn load(which: Which) -> Vec<Reference> {
                                                   r.child_table, r.child_attnum) k ON true
          WHERE ($1 IS NULL OR (r.child_table = $1 AND ca.attname = $2))
            AND ($3 IS NULL OR (r.parent_table = $3 AND pa.attname = $4))
+           AND ($5 IS NULL OR r.id = $5)
          ORDER BY 2, 4";
-    let (child, child_column, parent, parent_column) = match which {
-        Which::All => (None, None, None, None),
-        Which::Child(oid, column) => (Some(oid), Some(column), None, None),
-        Which::Parent(oid, column) => (None, None, Some(oid), Some(column)),
+    let (child, child_column, parent, parent_column, id) = match which {
+        Which::All => (None, None, None, None, None),
+        Which::Child(oid, column) => (Some(oid), Some(column), None, None, None),
+        Which::Parent(oid, column) => (None, None, Some(oid), Some(column), None),
+        Which::Id(id) => (None, None, None, None, Some(id)),
     };
     as_extension_owner(|| Spi::connect(|client| {
         let rows = client
             .select(
                 LOAD,
                 None,
-                &[child.into(), child_column.into(), parent.into(), parent_column.into()],
+                &[child.into(), child_column.into(), parent.into(), parent_column.into(), id.into()],
             )
             .expect("reading softfk.reference");
         rows.map(|row| {

@@ -33,43 +33,38 @@ impl Reference {
     }
 
     /// One purge statement (src/purge.rs): apply the on_delete action to the rows of `leaf`
-    /// (the child itself, or one leaf partition of it) whose parent row is absent, among the
-    /// keys `$1` (text[]) or, for [`PurgeScope::EveryOrphan`], at most `$2` of all of them. The
-    /// statement re-checks the parent itself, under its own snapshot: a key re-created since
-    /// it was queued is never purged. 'archive' returns the rows it deleted (key, row as jsonb).
-    /// The caller bounds a keyed statement by the number of keys it passes.
+    /// (the child itself, or one leaf partition of it) holding one of the keys `$1` (text[])
+    /// whose parent row is absent. It runs as the child's owner, who may not read the parent:
+    /// `softfk.absent_keys` (src/purge.rs, [`Reference::absent_keys_sql`]) filters the keys as
+    /// the extension's owner under the statement's own snapshot, so a key re-created since it
+    /// was queued is never purged. 'archive' returns the rows it deleted (key, row as jsonb).
+    /// The caller bounds a statement by the number of keys it passes.
     ///
     /// `skip_locked` (a first pass): the rows are chosen and locked `FOR UPDATE SKIP LOCKED`,
     /// so rows other transactions hold are left for the final pass, then changed by ctid.
     /// Otherwise the action joins the keys directly: it waits for row locks itself, and a row
     /// updated meanwhile is re-checked in its new version. (Locking first would write every
     /// row twice, and the ctid detour costs a third more than the join.)
-    pub fn purge_sql(&self, leaf: &str, scope: PurgeScope, skip_locked: bool) -> String {
+    pub fn purge_sql(&self, leaf: &str, skip_locked: bool) -> String {
         let key = self.child_key();
-        let keys = format!("pg_catalog.unnest($1::text[]::{}[]) AS k (key)", self.parent_type);
+        let keys = format!(
+            "pg_catalog.unnest(softfk.absent_keys({id}, $1)::{parent_type}[]) AS k (key)",
+            id = self.id,
+            parent_type = self.parent_type,
+        );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
-        let key_absent = self.parent_absent("k.key");
-        // (target rows, the FROM items and condition that choose them)
-        let (using, condition) = match (scope, skip_locked) {
-            (PurgeScope::Keys, false) => (keys.clone(), format!("{key_matches} AND {key_absent}")),
-            (PurgeScope::Keys, true) => (
+        let column = quote_ident(&self.child_column);
+        let (using, condition) = if skip_locked {
+            (
                 String::new(),
                 format!(
                     "c.ctid = ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
-                                          WHERE {key_absent} FOR UPDATE OF c SKIP LOCKED))"
+                                          FOR UPDATE OF c SKIP LOCKED))"
                 ),
-            ),
-            (PurgeScope::EveryOrphan, _) => (
-                String::new(),
-                format!(
-                    "c.ctid = ANY (ARRAY(SELECT c.ctid FROM ONLY {leaf} c \
-                                          WHERE {key} IS NOT NULL AND {absent} LIMIT $2 {lock}))",
-                    absent = self.parent_absent(&key),
-                    lock = if skip_locked { "FOR UPDATE OF c SKIP LOCKED" } else { "" },
-                ),
-            ),
+            )
+        } else {
+            (keys, key_matches)
         };
-        let column = quote_ident(&self.child_column);
         let (delete_using, update_from) = if using.is_empty() {
             (String::new(), String::new())
         } else {
@@ -87,6 +82,28 @@ impl Reference {
             ),
             other => unreachable!("on_delete {other} has no purge statement"),
         }
+    }
+
+    /// Which of the keys `$1` (text[], read as the parent key's type) have no parent row:
+    /// the filter inside every purge statement, as text[].
+    pub fn absent_keys_sql(&self) -> String {
+        format!(
+            "SELECT pg_catalog.array_agg(k.key) FROM pg_catalog.unnest($1::text[]) AS k (key) \
+              WHERE {absent}",
+            absent = self.parent_absent(&format!("k.key::{}", self.parent_type)),
+        )
+    }
+
+    /// At most `$1` distinct orphan keys in `leaf` (after a TRUNCATE of the parent, or in a
+    /// sweep), as the parent key's text: the report's anti-join on one leaf.
+    pub fn orphan_keys_sql(&self, leaf: &str) -> String {
+        let key = self.child_key();
+        format!(
+            "SELECT pg_catalog.array_agg(o.key) FROM \
+               (SELECT DISTINCT pg_catalog.format('%s', {key}) AS key FROM ONLY {leaf} c \
+                 WHERE {key} IS NOT NULL AND {absent} LIMIT $1) o",
+            absent = self.parent_absent(&key),
+        )
     }
 
     /// `NOT EXISTS` a parent row whose key equals `key` (an expression of the child's type).
@@ -136,15 +153,6 @@ impl Reference {
 
 /// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
 /// queries do (a foreign key is not inherited by inheritance children).
-/// Which child rows a purge statement considers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum PurgeScope {
-    /// Those holding one of the keys given (deleted parent keys).
-    Keys,
-    /// Every orphan (after TRUNCATE of the parent, or in a sweep).
-    EveryOrphan,
-}
-
 fn relation(qualified_name: &str, partitioned: bool) -> String {
     if partitioned {
         qualified_name.to_string()

@@ -171,6 +171,28 @@ SELECT count(*) AS capture_triggers FROM pg_trigger WHERE tgrelid = '"Accounts".
 DELETE FROM "Accounts"."User";
 SELECT count(*) AS queued_without_references FROM softfk.deletion;
 
+-- The purge runs with the rights of the child table's owner, as core's cascades do: a trigger
+-- on the child runs as that owner, never as the worker's superuser.
+CREATE ROLE softfk_child_owner;
+CREATE TABLE who_ran (role name);
+GRANT INSERT ON who_ran TO softfk_child_owner;
+INSERT INTO "Accounts"."User" VALUES (4, 'h4');
+CREATE TABLE owned_child (id serial PRIMARY KEY, user_id bigint);
+INSERT INTO owned_child (user_id) VALUES (4), (4);
+CREATE FUNCTION record_role() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.who_ran VALUES (current_user); RETURN NULL; END $$;
+CREATE TRIGGER record_role AFTER DELETE ON owned_child FOR EACH STATEMENT EXECUTE FUNCTION record_role();
+SELECT softfk_add('owned_child', 'user_id', '"Accounts"."User"');
+ALTER TABLE owned_child OWNER TO softfk_child_owner;
+DELETE FROM "Accounts"."User" WHERE "User Id" = 4;
+SELECT * FROM softfk_purge();
+SELECT status, errors FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT role FROM who_ran;
+SELECT count(*) AS owned_rows_left FROM owned_child;
+DROP TABLE owned_child, who_ran;
+DROP FUNCTION record_role();
+DROP ROLE softfk_child_owner;
+
 DROP SCHEMA "Accounts" CASCADE;
 DROP TABLE auth_user, enrollment, bookmark, history, grade;
 DROP FUNCTION refuse_delete();
