@@ -2,7 +2,7 @@
 //!
 //! Every parent table with soft references carries three triggers (sql/purge.sql):
 //! a statement-level AFTER DELETE trigger with a transition table, which writes every key the
-//! statement deleted as one queue row (one INSERT per statement, whatever the row count); a
+//! statement deleted in one INSERT (a queue row per 1000 keys), whatever the row count; a
 //! row-level AFTER UPDATE OF the key columns, which fires only when a referenced key changes
 //! (the old key counts as deleted), so the hot path of a users table (UPDATE last_login) pays
 //! nothing; and AFTER TRUNCATE, which queues "every key".
