@@ -99,7 +99,10 @@ SELECT pg_catalog.pg_extension_config_dump('softfk.purge_run_id_seq', '');
 -- deleted, and wakes the worker at commit. Keys become text through their type's output
 -- function (format('%s')), never a cast: a user-defined cast would run as the definer.
 CREATE FUNCTION softfk.capture_deleted_keys() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Keys as text the same way whatever the deleting session's settings (src/purge.rs reads them
+-- back with these).
+SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' AS $$
 DECLARE
     col  text;
     old_key text;

@@ -160,7 +160,7 @@ impl RunReport {
 /// Run the purge until no queue row is ready. `None` when another run holds the database
 /// (only the worker gives way; softfk_purge() waits for it).
 pub fn run(mode: Mode) -> Option<RunReport> {
-    if !in_transaction(mode, begin_run(mode)).ok()? {
+    if !in_transaction(mode, begin_run(mode)).unwrap_or_else(|e| e.rethrow()) {
         return None;
     }
     // The worker logs a run only when there is work; an explicit softfk_purge() always.
@@ -581,6 +581,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let limit = ROWS_PER_STATEMENT.get();
     let skip_locked = !entry.final_pass;
     let owner = table_owner(reference.child_oid);
+    let _check = ParentCheck::prepare(reference, owner);
     let mut rows = Rows::default();
     let mut hit_limit = false;
     for leaf in as_extension_owner(|| leaves(reference)) {
@@ -588,8 +589,9 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
         let mut run = |keys: &[String]| {
+            let lock_timeout = LOCK_TIMEOUT.get().to_string();
             let changed = as_role(owner, || {
-                with_settings(&[(c"lock_timeout", &LOCK_TIMEOUT.get().to_string())], || {
+                with_settings(&[(c"lock_timeout", &lock_timeout), KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
                     execute(&sql, keys)
                 })
             });
@@ -618,7 +620,9 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 // anti-join, as the extension's owner), one round per leaf and batch. The
                 // entry is done when a round finds none.
                 let orphan_keys = as_extension_owner(|| {
-                    read_one::<Vec<String>>(&reference.orphan_keys_sql(&leaf), &[limit.into()])
+                    with_settings(&[KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
+                        read_one::<Vec<String>>(&reference.orphan_keys_sql(&leaf), &[limit.into()])
+                    })
                 })
                 .unwrap_or_default();
                 if !orphan_keys.is_empty() {
@@ -630,6 +634,12 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     }
     (rows, hit_limit)
 }
+
+/// Keys travel as text; the capture writes them with these settings (sql/purge.sql), and the
+/// purge reads them back with the same, whatever the session's: a timestamp key written under
+/// `DateStyle = 'SQL, DMY'` still reads as the same instant.
+const KEY_DATESTYLE: (&std::ffi::CStr, &str) = (c"datestyle", "ISO, YMD");
+const KEY_INTERVALSTYLE: (&std::ffi::CStr, &str) = (c"intervalstyle", "postgres");
 
 fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
     as_extension_owner(|| {
@@ -873,6 +883,48 @@ fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
 #[pg_extern(sql = false)]
 fn absent_keys(reference: i64, keys: Vec<String>) -> Option<Vec<String>> {
     let caller = unsafe { pg_sys::GetUserId() };
+    let prepared = PARENT_CHECK.with_borrow(|check| match check {
+        Some((id, role, sql)) if *id == reference && *role == caller => Some(sql.clone()),
+        _ => None,
+    });
+    let sql = match prepared {
+        Some(sql) => sql,
+        None => absent_keys_sql_for(reference, caller),
+    };
+    as_extension_owner(|| {
+        with_settings(&[KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
+            read_one::<Vec<String>>(&sql, &[keys.into()])
+        })
+    })
+}
+
+thread_local! {
+    /// The parent check of the purge statements being run: (reference, the child's owner they
+    /// run as, the query), so that softfk.absent_keys need not load and check the reference
+    /// for every statement.
+    static PARENT_CHECK: std::cell::RefCell<Option<(i64, pg_sys::Oid, String)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`PARENT_CHECK`] for one reference's statements, forgotten when dropped.
+struct ParentCheck;
+
+impl ParentCheck {
+    fn prepare(reference: &Reference, owner: pg_sys::Oid) -> ParentCheck {
+        PARENT_CHECK.set(Some((reference.id, owner, reference.absent_keys_sql())));
+        ParentCheck
+    }
+}
+
+impl Drop for ParentCheck {
+    fn drop(&mut self) {
+        PARENT_CHECK.set(None);
+    }
+}
+
+/// The parent check of a reference for a caller outside the purge: only for the child's
+/// owner or a role that may read the parent.
+fn absent_keys_sql_for(reference: i64, caller: pg_sys::Oid) -> String {
     let (allowed, loaded) = as_extension_owner(|| {
         let allowed = read_one::<bool>(
             "SELECT pg_catalog.pg_has_role($2, c.relowner, 'USAGE')
@@ -898,5 +950,5 @@ fn absent_keys(reference: i64, keys: Vec<String>) -> Option<Vec<String>> {
         .detail("Only the child's owner, or a role that may read the parent, may ask which keys it lacks.")
         .raise();
     }
-    as_extension_owner(|| read_one::<Vec<String>>(&reference.absent_keys_sql(), &[keys.into()]))
+    reference.absent_keys_sql()
 }

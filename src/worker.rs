@@ -35,8 +35,9 @@ pub static SWEEP_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// `pg_softfk.purge_worker`.
 pub static ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
 
-/// Databases served at once (each needs a background worker slot: max_worker_processes).
-const MAX_DATABASES: usize = 64;
+/// Databases the launcher keeps track of: those served (each needs a background worker slot:
+/// max_worker_processes) and those found without the extension.
+const MAX_DATABASES: usize = 1024;
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 #[repr(u8)]
@@ -324,6 +325,9 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
     }
     let mut last_sweep = std::time::Instant::now();
+    // After a run in which nothing succeeded, wait longer before the next (up to a minute):
+    // a queue row that keeps failing must not fill the run log at every naptime.
+    let mut failed_runs = 0u32;
     loop {
         check_signals();
         if !extension_exists() {
@@ -332,8 +336,10 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
         if ENABLED.get() {
             activity(c"purging");
-            if purge::run(purge::Mode::Worker).is_some() {
+            if let Some(report) = purge::run(purge::Mode::Worker) {
                 purge::end_worker_run();
+                let nothing_succeeded = !report.errors.is_empty() && report.batches == 0;
+                failed_runs = if nothing_succeeded { failed_runs.saturating_add(1) } else { 0 };
             }
             let interval = SWEEP_INTERVAL.get();
             if interval > 0 && last_sweep.elapsed() >= Duration::from_secs(interval as u64) {
@@ -342,7 +348,8 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             }
             activity(c"");
         }
-        sleep(naptime());
+        let backoff = naptime().saturating_mul(1 << failed_runs.min(10));
+        sleep(backoff.min(naptime().max(Duration::from_secs(60))));
     }
 }
 
@@ -367,9 +374,14 @@ fn extension_exists() -> bool {
 /// A sweep queues, for every parent column with soft references, a row meaning "every key".
 fn queue_sweep() {
     in_worker_transaction(|| {
+        // (Not for a parent column whose previous sweep or TRUNCATE is still queued.)
         Spi::run(
             "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
-             SELECT DISTINCT parent_table, parent_column, NULL::text[], 'sweep' FROM softfk.reference",
+             SELECT DISTINCT r.parent_table, r.parent_column, NULL::text[], 'sweep'
+               FROM softfk.reference r
+              WHERE NOT EXISTS (SELECT FROM softfk.deletion d
+                                 WHERE d.keys IS NULL AND d.parent_table = r.parent_table
+                                   AND d.parent_column = r.parent_column)",
         )
         .expect("queueing a sweep")
     });

@@ -189,9 +189,18 @@ SELECT * FROM softfk_purge();
 SELECT status, errors FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
 SELECT role FROM who_ran;
 SELECT count(*) AS owned_rows_left FROM owned_child;
+-- The parent check inside the purge statements answers the child's owner (or whoever may
+-- read the parent), nobody else: it would tell which user ids exist.
+SELECT id AS owned_child_reference FROM softfk.reference WHERE child_table = 'owned_child'::regclass \gset
+CREATE ROLE softfk_stranger;
+SET ROLE softfk_child_owner;
+SELECT softfk.absent_keys(:owned_child_reference, ARRAY['1', '4']) AS absent_for_the_owner;
+SET ROLE softfk_stranger;
+SELECT softfk.absent_keys(:owned_child_reference, ARRAY['1', '4']) AS absent_for_a_stranger;
+RESET ROLE;
 DROP TABLE owned_child, who_ran;
 DROP FUNCTION record_role();
-DROP ROLE softfk_child_owner;
+DROP ROLE softfk_child_owner, softfk_stranger;
 
 DROP SCHEMA "Accounts" CASCADE;
 DROP TABLE auth_user, enrollment, bookmark, history, grade;
