@@ -16,6 +16,7 @@ $node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
 $node->append_conf('postgresql.conf', qq{
 pg_softfk.naptime = '200ms'
 pg_softfk.lock_timeout = '200ms'
+autovacuum = off
 });
 $node->start;
 
@@ -104,6 +105,17 @@ ok($node->poll_query_until('postgres', q{SELECT orphan_rows = 0 FROM orphan_repo
     'the periodic sweep purges them');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment}), '80',
     'the sweep touches only orphans');
+
+# An idle worker polls every naptime without a transaction id: no WAL, no xid consumption.
+$node->safe_psql('postgres', q{
+    ALTER SYSTEM RESET pg_softfk.sweep_interval;
+    SELECT pg_reload_conf();
+});
+sleep(1);
+my $before = $node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())');
+sleep(2);
+is($node->safe_psql('postgres', 'SELECT pg_snapshot_xmax(pg_current_snapshot())'), $before,
+    'ten idle polls of the worker consume no transaction id');
 
 $node->stop;
 done_testing();
