@@ -32,6 +32,7 @@ pub extern "C-unwind" fn _PG_init() {
 ::pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 ::pgrx::extension_sql_file!("../sql/check.sql", name = "check", requires = ["bootstrap"]);
 ::pgrx::extension_sql_file!("../sql/purge.sql", name = "purge", requires = ["check"]);
+::pgrx::extension_sql_file!("../sql/adopt.sql", name = "adopt", requires = ["purge"]);
 ::pgrx::extension_sql_file!("../sql/api.sql", name = "api", finalize);
 
 /// Required by `cargo pgrx test`.
