@@ -107,3 +107,63 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION softfk_discover(regclass) IS
 'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key''), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
+
+-- Turn the native foreign key on child.child_column into a soft reference, in the caller's
+-- transaction: register it (as softfk_add: the caller owns the child and holds REFERENCES on
+-- the parent), then drop the constraint. ON DELETE CASCADE becomes 'cascade', SET NULL 'set
+-- null', NO ACTION and RESTRICT 'no action' (with a NOTICE: nothing will be purged); SET
+-- DEFAULT has no soft equivalent and is refused, as are multi-column keys. Validation is
+-- 'deferred'. Locks: SHARE ROW EXCLUSIVE on child and parent to register, then ACCESS
+-- EXCLUSIVE on both to drop the constraint (its triggers live on both), held to commit;
+-- lock_timeout applies.
+CREATE FUNCTION softfk_adopt(child regclass, child_column name)
+RETURNS text VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+    action text;
+BEGIN
+    IF child IS NULL OR child_column IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    SELECT con.conname, con.confrelid::regclass AS parent, con.confdeltype, cardinality(con.conkey) AS columns,
+           (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1]) AS parent_column
+      INTO fk
+      FROM pg_constraint con
+     WHERE con.contype = 'f' AND con.conrelid = child AND con.conparentid = 0
+       AND con.conkey[1] = (SELECT a.attnum FROM pg_attribute a
+                             WHERE a.attrelid = child AND a.attname = child_column AND NOT a.attisdropped)
+     ORDER BY cardinality(con.conkey), con.conname
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of table "%" has no foreign key', child_column, child
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'softfk_add() registers a column that has none; SELECT * FROM softfk_discover() lists them.';
+    END IF;
+    IF fk.columns > 1 THEN
+        RAISE EXCEPTION 'foreign key "%" has % columns', fk.conname, fk.columns
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A soft reference is one column referencing one unique parent column.';
+    END IF;
+    action := CASE fk.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null'
+                                  WHEN 'd' THEN NULL ELSE 'no action' END;
+    IF action IS NULL THEN
+        RAISE EXCEPTION 'foreign key "%" is ON DELETE SET DEFAULT, which a soft reference cannot do', fk.conname
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Change it to another ON DELETE action first, or register the column with softfk_add().';
+    END IF;
+    IF action = 'no action' THEN
+        RAISE NOTICE 'foreign key "%" did not delete child rows: the soft reference will not purge anything (on_delete ''no action'')', fk.conname
+            USING HINT = 'orphan_report() shows what deleted parents leave behind; softfk_alter(child, column, on_delete => ''cascade'') purges them.';
+    END IF;
+    -- (softfk_add lives in the extension's schema, which this function's search_path omits.)
+    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, %L)',
+                   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                     WHERE e.extname = 'pg_softfk'), 'deferred')
+       USING child, child_column, fk.parent, fk.parent_column, action;
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
+    RETURN action;
+END $$;
+COMMENT ON FUNCTION softfk_adopt(regclass, name) IS
+'Replace the native foreign key on child.child_column by a soft reference with the matching on_delete (cascade, set null, no action; SET DEFAULT and multi-column keys are refused), validated deferred; returns the on_delete. One transaction; takes ACCESS EXCLUSIVE on child and parent to drop the constraint.';

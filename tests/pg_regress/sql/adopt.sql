@@ -1,0 +1,42 @@
+-- softfk_adopt: a native foreign key becomes a soft reference in one call.
+CREATE EXTENSION pg_softfk;
+SET client_min_messages = notice;
+CREATE TABLE auth_user (id int PRIMARY KEY, username text UNIQUE NOT NULL);
+INSERT INTO auth_user VALUES (1, 'ada'), (2, 'grace');
+CREATE TABLE enrollment (id serial PRIMARY KEY, user_id int NOT NULL REFERENCES auth_user ON DELETE CASCADE);
+CREATE TABLE bookmark (id serial PRIMARY KEY, user_id int REFERENCES auth_user ON DELETE SET NULL);
+CREATE TABLE grade (id serial PRIMARY KEY, user_id int REFERENCES auth_user ON DELETE RESTRICT);
+CREATE TABLE badge (id serial PRIMARY KEY, user_id int DEFAULT 1 REFERENCES auth_user ON DELETE SET DEFAULT);
+CREATE TABLE mention (id serial PRIMARY KEY, username text REFERENCES auth_user (username) ON DELETE CASCADE);
+ALTER TABLE auth_user ADD UNIQUE (id, username);
+CREATE TABLE membership (user_id int, username text, FOREIGN KEY (user_id, username) REFERENCES auth_user (id, username));
+CREATE TABLE login (id serial, user_id int REFERENCES auth_user ON DELETE CASCADE, at date) PARTITION BY RANGE (at);
+CREATE TABLE login_2026 PARTITION OF login FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+INSERT INTO enrollment (user_id) VALUES (1), (2);
+INSERT INTO login (user_id, at) VALUES (1, '2026-03-01');
+
+-- A whole schema in one statement: every adoptable foreign key to auth_user.
+SELECT child, child_column, softfk_adopt(child, child_column)
+  FROM softfk_discover('auth_user')
+ WHERE kind = 'foreign key' AND note IS DISTINCT FROM 'multi-column foreign key (2 columns): cannot be adopted'
+   AND on_delete <> 'set default'
+ ORDER BY 1, 2;
+SELECT child, child_column, parent, parent_column, on_delete, validate FROM softfk_references;
+SELECT conrelid::regclass, conname FROM pg_constraint
+ WHERE contype = 'f' AND confrelid = 'auth_user'::regclass AND conparentid = 0 ORDER BY 1;
+
+-- Refused, changing nothing.
+SELECT softfk_adopt('badge', 'user_id');
+SELECT softfk_adopt('membership', 'user_id');
+SELECT softfk_adopt('enrollment', 'id');
+SELECT softfk_adopt(NULL, 'user_id');
+
+-- Adopted references behave as soft references: writes are checked without a lock, deletes
+-- purge (worker off in this cluster: softfk_purge()).
+INSERT INTO enrollment (user_id) VALUES (42);
+DELETE FROM auth_user WHERE id = 2;
+SELECT child, rows FROM softfk_purge() ORDER BY 1;
+SELECT user_id FROM enrollment ORDER BY 1;
+
+DROP TABLE enrollment, bookmark, grade, badge, mention, membership, login, auth_user;
+DROP EXTENSION pg_softfk;
