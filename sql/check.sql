@@ -27,11 +27,13 @@ STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'written_by_this_transaction_wr
 COMMENT ON FUNCTION softfk.written_by_this_transaction(xid) IS
 'Was a row version with this xmin written by the current transaction or one of its subtransactions?';
 
--- "<table>_<column><suffix>", cut to fit NAMEDATALEN - 1 bytes without splitting a character.
-CREATE FUNCTION softfk.check_trigger_name(child regclass, child_column name, suffix text)
+-- The name of a trigger pg_softfk puts on a table: "<table>_<column><suffix>" for a check
+-- trigger, "<table>_<suffix>" for a capture trigger (column ''), cut to fit NAMEDATALEN - 1
+-- bytes without splitting a character.
+CREATE FUNCTION softfk.trigger_name(tab regclass, column_name name, suffix text)
 RETURNS name LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    base text := (SELECT relname FROM pg_class WHERE oid = child) || '_' || child_column;
+    base text := (SELECT relname FROM pg_class WHERE oid = tab) || '_' || column_name;
 BEGIN
     WHILE octet_length(base) > 63 - octet_length(suffix) LOOP
         base := left(base, -1);
@@ -58,7 +60,7 @@ BEGIN
         'CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
         'WHEN (softfk.key_needs_check(%s, NEW.%I)) '
         'EXECUTE FUNCTION softfk.check_key(%s)',
-        softfk.check_trigger_name(child, child_column, '_softfk_ins'), child, timing,
+        softfk.trigger_name(child, child_column, '_softfk_ins'), child, timing,
         id, child_column, id);
     -- An UPDATE that keeps the key queues nothing, unless the row was written earlier in this
     -- transaction: that row's own INSERT check will find it updated and skip it (as core's
@@ -70,7 +72,7 @@ BEGIN
         'WHEN ((OLD.%I IS DISTINCT FROM NEW.%I OR softfk.written_by_this_transaction(OLD.xmin)) '
         'AND softfk.key_needs_check(%s, NEW.%I)) '
         'EXECUTE FUNCTION softfk.check_key(%s)',
-        softfk.check_trigger_name(child, child_column, '_softfk_upd'), child, timing,
+        softfk.trigger_name(child, child_column, '_softfk_upd'), child, timing,
         child_column, child_column, id, child_column, id);
 END $$;
 
@@ -101,10 +103,10 @@ END $$;
 -- DROP EXTENSION pg_softfk takes the check triggers with it, as dropping a foreign key takes
 -- its internal triggers: every check trigger, however it was created (softfk_add, or
 -- pg_restore replaying a dump), gets an automatic dependency on the extension.
-CREATE FUNCTION softfk.depend_on_extension(check_trigger oid) RETURNS void
+CREATE FUNCTION softfk.depend_on_extension(trigger oid) RETURNS void
 STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'depend_on_extension_wrapper';
 COMMENT ON FUNCTION softfk.depend_on_extension(oid) IS
-'Make a pg_softfk check trigger go away with DROP EXTENSION pg_softfk (other triggers are ignored).';
+'Make a trigger pg_softfk put on a user table (check or capture) go away with DROP EXTENSION pg_softfk (other triggers are ignored).';
 
 CREATE FUNCTION softfk.tie_check_triggers() RETURNS event_trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

@@ -212,7 +212,7 @@ RETURNS name LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         (SELECT tr.tgname FROM pg_trigger tr
           WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & event_bit <> 0
             AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure),
-        softfk.check_trigger_name(parent, '', suffix))
+        softfk.trigger_name(parent, '', suffix))
 $$;
 
 -- A renamed parent column: its queued keys follow (the ALTER TABLE event trigger calls this

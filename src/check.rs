@@ -432,12 +432,12 @@ fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
 }
 
 /// SQL: softfk.depend_on_extension(trigger oid) RETURNS void
-/// Records `check_trigger` -> extension as an automatic dependency, once, and only for a
+/// Records `trigger` -> extension as an automatic dependency, once, and only for a
 /// trigger pg_softfk puts on user tables (a check trigger, or a parent's capture trigger):
 /// anyone may call it, so it ties nothing else.
 #[pg_extern(sql = false)]
-fn depend_on_extension(check_trigger: pg_sys::Oid) {
-    let is_untied_check_trigger = Spi::get_one_with_args::<bool>(
+fn depend_on_extension(trigger: pg_sys::Oid) {
+    let is_untied_softfk_trigger = Spi::get_one_with_args::<bool>(
         "SELECT EXISTS (
                 SELECT FROM pg_catalog.pg_trigger t
                  WHERE t.oid = $1
@@ -447,18 +447,18 @@ fn depend_on_extension(check_trigger: pg_sys::Oid) {
                 SELECT FROM pg_catalog.pg_depend d
                  WHERE d.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND d.objid = $1
                    AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass)",
-        &[check_trigger.into()],
+        &[trigger.into()],
     )
     .expect("reading pg_trigger")
     .unwrap_or(false);
-    if !is_untied_check_trigger {
+    if !is_untied_softfk_trigger {
         return;
     }
     unsafe {
         let extension = pg_sys::get_extension_oid(c"pg_softfk".as_ptr(), false);
         let trigger = pg_sys::ObjectAddress {
             classId: pg_sys::TriggerRelationId,
-            objectId: check_trigger,
+            objectId: trigger,
             objectSubId: 0,
         };
         let owner = pg_sys::ObjectAddress {

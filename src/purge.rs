@@ -225,7 +225,7 @@ pub fn run(mode: Mode) -> Option<RunReport> {
             }
         }
     }
-    in_transaction(mode, || finish_run_log(mode, run_id, &report)).unwrap_or_else(|e| e.rethrow());
+    in_transaction(mode, || finish_run_log(run_id, &report)).unwrap_or_else(|e| e.rethrow());
     Some(report)
 }
 
@@ -255,14 +255,14 @@ impl Failure {
         }
     }
 
-    fn rethrow(self) -> ! {
+    pub fn rethrow(self) -> ! {
         self.0.rethrow()
     }
 }
 
 /// Run `f` in a transaction of its own (worker) or a subtransaction (softfk_purge()),
 /// committing it when `f` returns and rolling it back when `f` raises an error.
-fn in_transaction<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R, Failure> {
+pub fn in_transaction<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R, Failure> {
     let f = AssertUnwindSafe(f);
     unsafe {
         let memory_context = pg_sys::CurrentMemoryContext;
@@ -362,8 +362,7 @@ fn start_run_log(mode: Mode) -> impl FnOnce() -> i64 {
     }
 }
 
-fn finish_run_log(mode: Mode, run_id: i64, report: &RunReport) {
-    let _ = mode;
+fn finish_run_log(run_id: i64, report: &RunReport) {
     let status = match (report.errors.is_empty(), report.batches) {
         (true, _) => "completed",
         (false, 0) => "failed",

@@ -388,16 +388,10 @@ fn queue_sweep() {
     unsafe { pg_sys::SetLatch(pg_sys::MyLatch) };
 }
 
+/// A transaction of the worker's own, outside a purge run; an error ends the worker (the
+/// launcher starts a new one).
 fn in_worker_transaction<R>(f: impl FnOnce() -> R) -> R {
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-        let result = f();
-        pg_sys::PopActiveSnapshot();
-        pg_sys::CommitTransactionCommand();
-        result
-    }
+    purge::in_transaction(purge::Mode::Worker, f).unwrap_or_else(|e| e.rethrow())
 }
 
 fn mark_no_extension(database: u32) {
