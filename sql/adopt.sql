@@ -6,6 +6,14 @@
 -- Columns whose name says they hold a key of `parent`: <parent>_id and *_<parent>_id for any
 -- parent; for a users table (a name containing "user") also user_id, *_user_id, *_by_id
 -- (created_by_id, history_user_id...) and student_id, as Django and Open edX name them.
+-- A foreign key's ON DELETE / ON UPDATE action (pg_constraint.confdeltype, confupdtype) in
+-- words, as written in SQL (lower case).
+CREATE FUNCTION softfk.referential_action(code "char")
+RETURNS text LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE code WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null' WHEN 'd' THEN 'set default'
+                     WHEN 'r' THEN 'restrict' WHEN 'a' THEN 'no action' END
+$$;
+
 CREATE FUNCTION softfk.looks_like_reference(column_name name, parent regclass)
 RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH p AS (SELECT lower(c.relname) AS relname FROM pg_class c WHERE c.oid = parent)
@@ -26,6 +34,7 @@ RETURNS TABLE (
     parent          regclass,
     parent_column   name,
     on_delete       text,
+    adoptable       boolean,
     estimated_rows  bigint,
     indexed         boolean,
     constraint_name name,
@@ -37,19 +46,23 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     fk AS (
         SELECT 'foreign key'::text AS kind, con.conrelid AS child, con.conkey[1] AS child_attnum,
                con.confrelid AS parent, con.confkey[1] AS parent_attnum,
-               CASE con.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null'
-                    WHEN 'd' THEN 'set default' WHEN 'r' THEN 'restrict' ELSE 'no action' END AS on_delete,
+               softfk.referential_action(con.confdeltype) AS on_delete,
+               -- What softfk_adopt takes: one column, an ON DELETE it has an action for.
+               cardinality(con.conkey) = 1 AND con.confdeltype <> 'd' AS adoptable,
                con.conname AS constraint_name,
                CASE WHEN cardinality(con.conkey) > 1
                     THEN format('multi-column foreign key (%s columns): cannot be adopted', cardinality(con.conkey))
+                    WHEN con.confdeltype = 'd'
+                    THEN 'ON DELETE SET DEFAULT: cannot be adopted'
                END AS note
           FROM pg_constraint con
          WHERE con.contype = 'f' AND con.conparentid = 0
+           AND con.connamespace <> 'softfk'::regnamespace  -- (pg_softfk's own tables)
            AND (referenced IS NULL OR con.confrelid = referenced)
     ),
     registered AS (
         SELECT 'registered'::text, r.child_table::oid, r.child_attnum, r.parent_table::oid,
-               r.parent_attnum, r.on_delete, NULL::name, NULL::text
+               r.parent_attnum, r.on_delete, false, NULL::name, NULL::text
           FROM softfk.reference r
          WHERE referenced IS NULL OR r.parent_table = referenced
     ),
@@ -64,7 +77,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     ),
     candidate AS (
         SELECT 'candidate'::text, a.attrelid, a.attnum, p.parent, pk.attnum, NULL::text,
-               NULL::name, NULL::text
+               false, NULL::name, NULL::text
           FROM parents p
           -- The parent's key: its single-column primary key.
           JOIN pg_index i ON i.indrelid = p.parent AND i.indisprimary AND i.indnkeyatts = 1
@@ -90,7 +103,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         SELECT * FROM fk UNION ALL SELECT * FROM registered UNION ALL SELECT * FROM candidate
     )
     SELECT f.kind, f.child::regclass, ca.attname, f.parent::regclass, pa.attname, f.on_delete,
-           greatest(c.reltuples, 0)::bigint,
+           f.adoptable, greatest(c.reltuples, 0)::bigint,
            -- An index whose first column is the child column: without one, every purge of a
            -- key scans the whole child.
            EXISTS (SELECT FROM pg_index i WHERE i.indrelid = f.child AND i.indkey[0] = f.child_attnum),
@@ -106,7 +119,35 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY f.parent::regclass::text, f.kind DESC, f.child::regclass::text, ca.attname
 $$;
 COMMENT ON FUNCTION softfk_discover(regclass) IS
-'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key''), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
+'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key''; adoptable when softfk_adopt takes them), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
+
+-- What softfk_adopt dropped, beyond what the registration says: the constraint's name and
+-- the options a soft reference has no place for, so that softfk_revert puts back the same
+-- constraint. Goes with its registration.
+CREATE TABLE softfk.adopted_foreign_key (
+    reference_id       bigint  PRIMARY KEY REFERENCES softfk.reference ON DELETE CASCADE,
+    constraint_name    name    NOT NULL,
+    on_delete          text    NOT NULL,  -- softfk.referential_action(): 'restrict' comes back as such
+    on_update          text    NOT NULL,
+    match_full         boolean NOT NULL,
+    is_deferrable      boolean NOT NULL,
+    initially_deferred boolean NOT NULL
+);
+COMMENT ON TABLE softfk.adopted_foreign_key IS 'The native foreign keys softfk_adopt replaced: name and options, for softfk_revert';
+SELECT pg_catalog.pg_extension_config_dump('softfk.adopted_foreign_key', '');
+
+CREATE FUNCTION softfk.remember_foreign_key(child regclass, constraint_name name) RETURNS void
+VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'remember_foreign_key_wrapper';
+COMMENT ON FUNCTION softfk.remember_foreign_key(regclass, name) IS
+'softfk_adopt: keep the name and options of the foreign key it is about to drop (the caller owns the child).';
+
+CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name) RETURNS text
+STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
+COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
+'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was).';
+
+CREATE FUNCTION softfk.revert_outside_transaction_block() RETURNS void
+VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'revert_outside_transaction_block_wrapper';
 
 -- Turn the native foreign key on child.child_column into a soft reference, in the caller's
 -- transaction: register it (as softfk_add: the caller owns the child and holds REFERENCES on
@@ -146,8 +187,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'A soft reference is one column referencing one unique parent column.';
     END IF;
-    action := CASE fk.confdeltype WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null'
-                                  WHEN 'd' THEN NULL ELSE 'no action' END;
+    action := CASE softfk.referential_action(fk.confdeltype)
+                   WHEN 'cascade' THEN 'cascade' WHEN 'set null' THEN 'set null'
+                   WHEN 'set default' THEN NULL ELSE 'no action' END;
     IF action IS NULL THEN
         RAISE EXCEPTION 'foreign key "%" is ON DELETE SET DEFAULT, which a soft reference cannot do', fk.conname
             USING ERRCODE = 'feature_not_supported',
@@ -162,8 +204,137 @@ BEGIN
                    (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
                      WHERE e.extname = 'pg_softfk'), 'deferred')
        USING child, child_column, fk.parent, fk.parent_column, action;
+    -- Its name and options, for softfk_revert.
+    PERFORM softfk.remember_foreign_key(child, fk.conname);
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
     RETURN action;
 END $$;
 COMMENT ON FUNCTION softfk_adopt(regclass, name) IS
 'Replace the native foreign key on child.child_column by a soft reference with the matching on_delete (cascade, set null, no action; SET DEFAULT and multi-column keys are refused), validated deferred; returns the on_delete. One transaction; takes ACCESS EXCLUSIVE on child and parent to drop the constraint.';
+
+-- child itself or, when it is partitioned, it and its partitions at every level (leaf: a
+-- table that holds rows).
+CREATE FUNCTION softfk.table_and_partitions(child regclass)
+RETURNS TABLE (relid regclass, isleaf boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid, t.isleaf FROM pg_partition_tree(child) t
+    UNION ALL
+    SELECT child, true WHERE NOT EXISTS (SELECT FROM pg_partition_tree(child))
+$$;
+
+-- The single-column native foreign keys on child_column of child and, when child is
+-- partitioned, of its partitions: what softfk_revert adds, validates, or finds added by an
+-- earlier call that did not finish.
+CREATE FUNCTION softfk.foreign_keys_on(child regclass, child_column name)
+RETURNS TABLE (relation regclass, constraint_name name, validated boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT con.conrelid::regclass, con.conname, con.convalidated
+      FROM softfk.table_and_partitions(child) t
+      JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = child_column AND NOT a.attisdropped
+      JOIN pg_constraint con ON con.conrelid = t.relid AND con.contype = 'f' AND con.conkey = ARRAY[a.attnum]
+$$;
+
+-- A native foreign key cannot be validated over orphans: refuse with their count.
+CREATE FUNCTION softfk.refuse_orphans(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    orphans bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (%s) o', softfk.orphan_rows_query(child, child_column)) INTO orphans;
+    IF orphans > 0 THEN
+        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": %',
+                        child_column, child,
+                        CASE WHEN orphans = 1 THEN '1 row references no parent row'
+                             ELSE orphans || ' rows reference no parent row' END
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = 'The soft reference is left as it was.',
+                  HINT = format('SELECT * FROM orphan_rows(%L, %L) lists them; softfk_purge() purges those whose parent row was deleted since the column was registered.',
+                                child::text, child_column);
+    END IF;
+END $$;
+
+-- softfk_revert, first transaction: the foreign key, NOT VALID. It checks every write from
+-- its commit on (so the second step can scan without missing any), takes SHARE ROW EXCLUSIVE
+-- on child and parent only for a moment, and does not scan. PostgreSQL 15 refuses NOT VALID
+-- on a partitioned table: its leaf partitions get the key instead, under the same name.
+CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    clause text;
+    leaf regclass;
+BEGIN
+    IF child IS NULL OR child_column IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    clause := softfk.foreign_key_clause(child, child_column);
+    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
+        RETURN;  -- added by a softfk_revert that did not finish: the second step validates it
+    END IF;
+    PERFORM softfk.refuse_orphans(child, child_column);
+    FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
+        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
+    END LOOP;
+END $$;
+
+-- softfk_revert, second transaction: VALIDATE CONSTRAINT scans the child under SHARE UPDATE
+-- EXCLUSIVE (writes go on) and ROW SHARE on the parent, and takes nothing stronger. Orphans
+-- written meanwhile (in the soft check's race window, or with validate 'off') fail it: the
+-- unvalidated keys are taken off again, the soft reference stays, and it returns false (the
+-- procedure commits that, then reports the orphans).
+CREATE FUNCTION softfk.revert_validate(child regclass, child_column name) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+BEGIN
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', fk.relation, fk.constraint_name);
+    END LOOP;
+    RETURN true;
+EXCEPTION WHEN foreign_key_violation THEN
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
+    END LOOP;
+    RETURN false;
+END $$;
+
+-- softfk_revert, third transaction: a partitioned table gets its key (core attaches the
+-- validated ones of its partitions instead of scanning again), and the soft reference goes.
+-- Both take strong locks, for a moment.
+CREATE FUNCTION softfk.revert_finish(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE k.relation = child) THEN
+        EXECUTE format('ALTER TABLE %s ADD %s', child, softfk.foreign_key_clause(child, child_column));
+    END IF;
+    EXECUTE format('SELECT %I.softfk_drop($1, $2)',
+                   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+                     WHERE e.extname = 'pg_softfk'))
+       USING child, child_column;
+END $$;
+
+-- Put back a native foreign key in place of the soft reference on child.child_column: the
+-- one softfk_adopt dropped (same name, ON DELETE, ON UPDATE, DEFERRABLE), or the equivalent
+-- of the registration. In three transactions, so that the validating scan does not block
+-- writes; hence a procedure (CALL), refused inside a transaction block. Run it again after
+-- an interruption: it carries on from the foreign key the first transaction added.
+-- (No SET clause: a procedure that commits cannot have one. Everything it names is
+-- schema-qualified, and the steps run with a fixed search_path.)
+CREATE PROCEDURE softfk_revert(child regclass, child_column name)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM softfk.revert_outside_transaction_block();
+    PERFORM softfk.revert_prepare(child, child_column);
+    COMMIT;
+    IF NOT softfk.revert_validate(child, child_column) THEN
+        COMMIT;
+        PERFORM softfk.refuse_orphans(child, child_column);
+        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": rows written meanwhile reference no parent row',
+                        child_column, child
+            USING ERRCODE = 'foreign_key_violation', DETAIL = 'The soft reference is left as it was.';
+    END IF;
+    COMMIT;
+    PERFORM softfk.revert_finish(child, child_column);
+END $$;
+COMMENT ON PROCEDURE softfk_revert(regclass, name) IS
+'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. Refuses (23503) while the column has orphans; on_delete ''archive'' has no native equivalent (0A000). CALL it outside a transaction block.';

@@ -1,22 +1,32 @@
-//! Raising PostgreSQL errors with a SQLSTATE, a DETAIL and a HINT, the way core's ereport does.
+//! Raising PostgreSQL errors (and notices) with a SQLSTATE, a DETAIL and a HINT, the way core's ereport does.
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-/// An error about to be raised; add a detail or hint, then `raise()`.
-pub struct SqlError(ErrorReport);
+/// A message about to be sent: add a detail or hint, then `raise()` an error or `send()` a
+/// notice.
+pub struct Message(ErrorReport);
 
-pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> SqlError {
-    SqlError(ErrorReport::new(code, message.into(), "pg_softfk"))
+pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> Message {
+    Message(ErrorReport::new(code, message.into(), "pg_softfk"))
 }
 
-impl SqlError {
+pub fn notice(message: impl Into<String>) -> Message {
+    error(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message)
+}
+
+impl Message {
     pub fn detail(self, detail: impl Into<String>) -> Self {
-        SqlError(self.0.set_detail(detail))
+        Message(self.0.set_detail(detail))
     }
 
     pub fn hint(self, hint: impl Into<String>) -> Self {
-        SqlError(self.0.set_hint(hint))
+        Message(self.0.set_hint(hint))
+    }
+
+    /// NOTICE: tells the client and carries on.
+    pub fn send(self) {
+        self.0.report(PgLogLevel::NOTICE);
     }
 
     /// ERROR: aborts the transaction; nothing the caller did in it is kept.

@@ -6,6 +6,7 @@
 
 ::pgrx::pg_module_magic!();
 
+mod adopt;
 mod capture;
 mod check;
 mod error;
@@ -24,6 +25,7 @@ mod pg_tests;
 pub extern "C-unwind" fn _PG_init() {
     check::define_settings();
     purge::define_settings();
+    report::define_settings();
     worker::init();
     unsafe { ::pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_softfk".as_ptr()) };
 }

@@ -5,10 +5,14 @@
 //! types) and only then writes one row to `softfk.reference`. Every check raises an error with
 //! a SQLSTATE before anything is written, so a refused call changes nothing.
 //!
-//! Like core, registering takes SHARE ROW EXCLUSIVE on the child and the parent: it blocks
-//! writes to both for the (short) registering transaction, and it serialises two sessions
-//! registering the same column, so the second one sees the first one's row and gets a clean
-//! "already has a soft reference" error instead of a unique violation.
+//! A column that no validated foreign key vouches for may already hold orphans: softfk_add
+//! counts them (one scan of the child, as core's validation does) and says so in a NOTICE,
+//! before it takes the locks that block writers. During the count it holds SHARE UPDATE
+//! EXCLUSIVE on the child, which serialises two sessions registering the same column (the
+//! second one sees the first one's row and gets a clean "already has a soft reference" error
+//! instead of a unique violation). Then, like core, it takes SHARE ROW EXCLUSIVE on the child
+//! and the parent to create the triggers: writes to both wait for the rest of the (short)
+//! registering transaction.
 
 use std::ffi::CStr;
 
@@ -16,7 +20,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
-use crate::{capture, check};
+use crate::{capture, check, report};
 use crate::error::{error, required};
 
 /// What happens to child rows once their parent row is deleted.
@@ -141,6 +145,25 @@ pub fn load(which: Which) -> Vec<Reference> {
     }))
 }
 
+/// The registration on child.child_column; 42704 when there is none.
+pub fn load_child(child: pg_sys::Oid, child_column: &str) -> Reference {
+    load(Which::Child(child, child_column)).pop().unwrap_or_else(|| {
+        let table = read_one::<String>("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", &[child.into()])
+            .unwrap_or_else(|| child.to_string());
+        error(
+            ERRCODE_UNDEFINED_OBJECT,
+            format!("column \"{child_column}\" of table \"{table}\" has no soft reference"),
+        )
+        .hint("SELECT * FROM softfk_references lists the registered ones.")
+        .raise()
+    })
+}
+
+/// Refused (42501) unless the caller owns the table, as ALTER TABLE requires.
+pub fn require_owner(table: pg_sys::Oid) {
+    Table::describe(table).require_owner();
+}
+
 /// SQL: softfk_add(child regclass, child_column name, parent regclass,
 ///                 parent_column name DEFAULT NULL (the primary key),
 ///                 on_delete text DEFAULT 'cascade', validate text DEFAULT 'deferred')
@@ -165,8 +188,11 @@ fn softfk_add(
     parent_rel.require_registrable("parent");
     child_rel.require_owner();
     parent_rel.require_references_privilege();
-    child_rel.lock();
-    parent_rel.lock();
+    // Until the existing rows are counted, locks that let writers through: SHARE UPDATE
+    // EXCLUSIVE on the child (it conflicts with itself, so two registrations of the same
+    // column still wait for each other) and ACCESS SHARE on the parent.
+    child_rel.lock(pg_sys::ShareUpdateExclusiveLock);
+    parent_rel.lock(pg_sys::AccessShareLock);
 
     let child_col = child_rel.column(&child_column);
     let parent_col = match parent_column {
@@ -211,7 +237,13 @@ fn softfk_add(
     ))
     .expect("writing softfk.reference")
     .expect("INSERT RETURNING returns the id");
-    // The check triggers are created as the caller, who owns the child table.
+    if report::ORPHANS_ON_ADD.get() && !has_valid_foreign_key(child, child_col.attnum, parent, parent_col.attnum) {
+        report::announce_existing_orphans(id);
+    }
+    // Now the triggers: creating them needs SHARE ROW EXCLUSIVE on both tables, as for a
+    // native foreign key. The check triggers are created as the caller, who owns the child.
+    child_rel.lock(pg_sys::ShareRowExclusiveLock);
+    parent_rel.lock(pg_sys::ShareRowExclusiveLock);
     check::install(id, child, &child_col.name, validate);
     capture::sync(parent);
 }
@@ -238,7 +270,7 @@ fn softfk_alter(
     let validate = validate.map(|value| one_of("validate", value, VALIDATE_MODES));
     let child_rel = Table::describe(child);
     child_rel.require_owner();
-    child_rel.lock();
+    child_rel.lock(pg_sys::ShareRowExclusiveLock);
     let column = child_rel.column(&child_column);
     if let Some(on_delete) = on_delete {
         require_nullable_for_set_null(on_delete, &child_rel, &column);
@@ -268,7 +300,7 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     let child_column = name_arg(required(child_column, "child_column"));
     let child_rel = Table::describe(child);
     child_rel.require_owner();
-    child_rel.lock();
+    child_rel.lock(pg_sys::ShareRowExclusiveLock);
     let column = child_rel.column(&child_column);
     let (id, parent) = as_extension_owner(|| Spi::get_two_with_args::<i64, pg_sys::Oid>(
         "WITH removed AS (
@@ -290,6 +322,18 @@ fn not_registered(table: &Table, column: &Column) -> ! {
     )
     .hint("SELECT * FROM softfk_references lists the registered ones.")
     .raise()
+}
+
+/// Whether a validated native foreign key already guarantees that the column has no orphans
+/// (softfk_adopt registers the column before it drops the key).
+fn has_valid_foreign_key(child: pg_sys::Oid, attnum: i16, parent: pg_sys::Oid, parent_attnum: i16) -> bool {
+    read_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint
+                         WHERE contype = 'f' AND convalidated AND conrelid = $1 AND confrelid = $3
+                           AND conkey = ARRAY[$2] AND confkey = ARRAY[$4])",
+        &[child.into(), attnum.into(), parent.into(), parent_attnum.into()],
+    )
+    .unwrap_or(false)
 }
 
 /// 'set null' on a NOT NULL column could only fail later, in the purge: refuse it now.
@@ -383,7 +427,7 @@ fn name_arg(name: &CStr) -> String {
     name.to_string_lossy().into_owned()
 }
 
-fn quote_identifier(name: &str) -> String {
+pub fn quote_identifier(name: &str) -> String {
     unsafe {
         let c = std::ffi::CString::new(name).expect("identifier without NUL");
         CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned()
@@ -504,10 +548,8 @@ impl Table {
         }
     }
 
-    fn lock(&self) {
-        unsafe {
-            pg_sys::LockRelationOid(self.oid, pg_sys::ShareRowExclusiveLock as pg_sys::LOCKMODE)
-        };
+    fn lock(&self, mode: u32) {
+        unsafe { pg_sys::LockRelationOid(self.oid, mode as pg_sys::LOCKMODE) };
     }
 
     fn column(&self, name: &str) -> Column {

@@ -10,12 +10,28 @@
 use std::ffi::CStr;
 use std::time::Instant;
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
-use crate::error::required;
+use crate::error::{notice, required};
 use crate::registry::{self, Reference};
 use crate::scan_count;
 use crate::settings::with_settings;
+
+/// pg_softfk.orphans_on_add: whether softfk_add counts the orphans a column already has.
+pub static ORPHANS_ON_ADD: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+pub fn define_settings() {
+    GucRegistry::define_bool_guc(
+        c"pg_softfk.orphans_on_add",
+        c"Whether softfk_add counts the orphans a column already has.",
+        c"One scan of the child table, reported as a NOTICE; skipped when a validated foreign key \
+          covers the column. Turn it off to register a column of a very large table at once.",
+        &ORPHANS_ON_ADD,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+}
 
 impl Reference {
     /// The orphans of this reference as a relation with four columns: `child_table` and
@@ -166,6 +182,63 @@ fn quote_ident(name: &str) -> String {
 }
 
 
+/// Orphan rows, distinct orphan keys, the ten smallest of those keys, and the child rows the
+/// anti-join examined.
+fn count_orphans(reference: &Reference) -> (i64, i64, Vec<Option<String>>, i64) {
+    let mut counts = (0, 0, Vec::new());
+    // rows_examined comes from the anti-join's own scan of the child (alias c), not from a
+    // second pass over it.
+    let rows_examined = with_report_work_mem(|| {
+        scan_count::run(&reference.report_sql(), "c", &mut |row| unsafe {
+            counts = (
+                i64::from_datum(row[0].unwrap(), false).unwrap(),
+                i64::from_datum(row[1].unwrap(), false).unwrap(),
+                row[2]
+                    .and_then(|keys| Vec::<Option<String>>::from_datum(keys, false))
+                    .unwrap_or_default(),
+            );
+        })
+    });
+    (counts.0, counts.1, counts.2, rows_examined)
+}
+
+/// softfk_add, for a column no validated foreign key covers: the orphans it already has, as
+/// a NOTICE. The caller (who owns the child) counts with their own rights; one who cannot
+/// read the parent is told the count was skipped.
+pub fn announce_existing_orphans(reference_id: i64) {
+    let reference = registry::load(registry::Which::Id(reference_id)).pop().expect("just registered");
+    let readable = registry::read_one::<bool>(
+        "SELECT pg_catalog.has_table_privilege($1, 'SELECT') AND pg_catalog.has_table_privilege($2, 'SELECT')",
+        &[reference.child_oid.into(), reference.parent_oid.into()],
+    )
+    .unwrap_or(false);
+    let column = format!("{}.{}", reference.child_table, registry::quote_identifier(&reference.child_column));
+    if !readable {
+        notice(format!("existing rows of {column} were not checked for orphans"))
+            .hint("Counting them needs SELECT on the child and the parent table; orphan_report() counts them later.")
+            .send();
+        return;
+    }
+    let (rows, keys, sample, _) = count_orphans(&reference);
+    if rows > 0 {
+        let sample: Vec<_> = sample.into_iter().flatten().collect();
+        notice(format!(
+                "{column} already has {rows} orphan row{} ({keys} distinct key{}, e.g. {}) with no row in {}",
+                if rows == 1 { "" } else { "s" },
+                if keys == 1 { "" } else { "s" },
+                sample.join(", "),
+                reference.parent_table,
+        ))
+        .hint(format!(
+                "SELECT * FROM orphan_rows('{}', '{}') lists them. The purge acts on parent rows \
+                 deleted from now on; a sweep (pg_softfk.sweep_interval) would apply on_delete to these too.",
+                reference.child_table.replace('\'', "''"),
+                reference.child_column.replace('\'', "''"),
+        ))
+        .send();
+    }
+}
+
 /// SQL: orphan_report() RETURNS TABLE(child regclass, child_column text, parent regclass,
 ///   parent_column text, orphan_rows bigint, orphan_keys bigint, sample_keys text[],
 ///   rows_examined bigint, elapsed_ms float8)
@@ -188,21 +261,7 @@ fn orphan_report() -> TableIterator<
         .into_iter()
         .map(|reference| {
             let started = Instant::now();
-            let mut counts = (0, 0, Vec::new());
-            // rows_examined comes from the anti-join's own scan of the child (alias c),
-            // not from a second pass over it.
-            let rows_examined = with_report_work_mem(|| {
-                scan_count::run(&reference.report_sql(), "c", &mut |row| unsafe {
-                    counts = (
-                        i64::from_datum(row[0].unwrap(), false).unwrap(),
-                        i64::from_datum(row[1].unwrap(), false).unwrap(),
-                        row[2]
-                            .and_then(|keys| Vec::<Option<String>>::from_datum(keys, false))
-                            .unwrap_or_default(),
-                    );
-                })
-            });
-            let (orphan_rows, orphan_keys, sample_keys) = counts;
+            let (orphan_rows, orphan_keys, sample_keys, rows_examined) = count_orphans(&reference);
             (
                 reference.child_oid,
                 reference.child_column,
@@ -224,25 +283,11 @@ fn orphan_report() -> TableIterator<
 fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -> String {
     let child = required(child, "child");
     let column = required(child_column, "child_column").to_string_lossy();
-    let reference = registry::load(registry::Which::Child(child, &column)).pop().unwrap_or_else(|| {
-        crate::error::error(
-            pgrx::PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("column \"{column}\" of table \"{}\" has no soft reference", table_name(child)),
-        )
-        .hint("SELECT * FROM softfk_references lists the registered ones.")
-        .raise()
-    });
+    let reference = registry::load_child(child, &column);
     format!(
         "SELECT o.child_table::regclass, o.ctid, o.key::text, to_jsonb(o.child_row) FROM ({}) o",
         reference.orphan_rows_sql()
     )
-}
-
-fn table_name(oid: pg_sys::Oid) -> String {
-    Spi::get_one_with_args::<String>("SELECT relname::text FROM pg_class WHERE oid = $1", &[oid.into()])
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| oid.to_string())
 }
 
 /// Run `f` with work_mem raised to maintenance_work_mem, as core's RI_Initial_Check does for
