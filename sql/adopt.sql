@@ -3,27 +3,12 @@
 -- Catalog-only: no table is scanned, so a database with hundreds of references answers at
 -- once.
 
--- Columns whose name says they hold a key of `parent`: <parent>_id and *_<parent>_id for any
--- parent; for a users table (a name containing "user") also user_id, *_user_id, *_by_id
--- (created_by_id, history_user_id...) and student_id, as Django and Open edX name them.
 -- A foreign key's ON DELETE / ON UPDATE action (pg_constraint.confdeltype, confupdtype) in
 -- words, as written in SQL (lower case).
 CREATE FUNCTION softfk.referential_action(code "char")
 RETURNS text LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE code WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null' WHEN 'd' THEN 'set default'
                      WHEN 'r' THEN 'restrict' WHEN 'a' THEN 'no action' END
-$$;
-
-CREATE FUNCTION softfk.looks_like_reference(column_name name, parent regclass)
-RETURNS boolean LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH p AS (SELECT lower(c.relname) AS relname FROM pg_class c WHERE c.oid = parent)
-    SELECT lower(column_name) = p.relname || '_id'
-        OR lower(column_name) LIKE '%\_' || p.relname || '\_id'
-        OR (p.relname LIKE '%user%'
-            AND (lower(column_name) IN ('user_id', 'student_id')
-                 OR lower(column_name) LIKE '%\_user\_id'
-                 OR lower(column_name) LIKE '%\_by\_id'))
-      FROM p
 $$;
 
 CREATE FUNCTION softfk_discover(referenced regclass DEFAULT NULL)
@@ -67,23 +52,34 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
          WHERE referenced IS NULL OR r.parent_table = referenced
     ),
     -- Parents to look for candidates of: the one asked about, or every table some foreign
-    -- key or soft reference already points at.
+    -- key or soft reference already points at; with the name their references go by.
     parents AS (
-        SELECT referenced::oid AS parent WHERE referenced IS NOT NULL
-        UNION
-        SELECT parent FROM fk WHERE referenced IS NULL
-        UNION
-        SELECT r.parent_table FROM softfk.reference r WHERE referenced IS NULL
+        SELECT p.parent, lower(c.relname) AS relname, lower(c.relname) LIKE '%user%' AS users_table
+          FROM (SELECT referenced::oid AS parent WHERE referenced IS NOT NULL
+                UNION
+                SELECT parent FROM fk WHERE referenced IS NULL
+                UNION
+                SELECT r.parent_table FROM softfk.reference r WHERE referenced IS NULL) p
+          JOIN pg_class c ON c.oid = p.parent
     ),
-    candidate AS (
-        SELECT 'candidate'::text, a.attrelid, a.attnum, p.parent, pk.attnum, NULL::text,
-               false, NULL::name, NULL::text
+    -- Unconstrained, unregistered columns of user tables whose name says they hold a key of
+    -- the parent: <parent>_id and *_<parent>_id for any parent; for a users table (a name
+    -- containing "user") also user_id, *_user_id, *_by_id (created_by_id, history_user_id...)
+    -- and student_id, as Django and Open edX name them. (Materialized, so that the costly
+    -- type comparison below runs only on these few.)
+    named AS MATERIALIZED (
+        SELECT a.attrelid, a.attnum, p.parent, pk.attnum AS parent_attnum
           FROM parents p
           -- The parent's key: its single-column primary key.
           JOIN pg_index i ON i.indrelid = p.parent AND i.indisprimary AND i.indnkeyatts = 1
           JOIN pg_attribute pk ON pk.attrelid = p.parent AND pk.attnum = i.indkey[0]
           JOIN pg_attribute a ON a.attnum > 0 AND NOT a.attisdropped
-                             AND softfk.looks_like_reference(a.attname, p.parent)
+                             AND (lower(a.attname) = p.relname || '_id'
+                                  OR lower(a.attname) LIKE '%\_' || p.relname || '\_id'
+                                  OR (p.users_table
+                                      AND (lower(a.attname) IN ('user_id', 'student_id')
+                                           OR lower(a.attname) LIKE '%\_user\_id'
+                                           OR lower(a.attname) LIKE '%\_by\_id')))
           JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p') AND NOT c.relispartition
           JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'softfk')
@@ -95,8 +91,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                               AND a.attnum = ANY (con.conkey))
            AND NOT EXISTS (SELECT FROM softfk.reference r
                             WHERE r.child_table = a.attrelid AND r.child_attnum = a.attnum)
-           -- Comparable with the parent key, as a soft reference needs.
-           AND EXISTS (SELECT FROM softfk.key_comparison(p.parent, pk.attnum, a.attrelid, a.attnum) k
+    ),
+    -- Of those, the ones comparable with the parent key, as a soft reference needs.
+    candidate AS (
+        SELECT 'candidate'::text, nm.attrelid, nm.attnum, nm.parent, nm.parent_attnum, NULL::text,
+               false, NULL::name, NULL::text
+          FROM named nm
+         WHERE EXISTS (SELECT FROM softfk.key_comparison(nm.parent, nm.parent_attnum, nm.attrelid, nm.attnum) k
                         WHERE k.operator IS NOT NULL)
     ),
     found AS (
@@ -149,6 +150,14 @@ COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
 CREATE FUNCTION softfk.revert_outside_transaction_block() RETURNS void
 VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'revert_outside_transaction_block_wrapper';
 
+-- The schema CREATE EXTENSION put the API in (softfk_add, softfk_drop...), which the
+-- search_path of these functions leaves out.
+CREATE FUNCTION softfk.api_schema() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_softfk'
+$$;
+
 -- Turn the native foreign key on child.child_column into a soft reference, in the caller's
 -- transaction: register it (as softfk_add: the caller owns the child and holds REFERENCES on
 -- the parent), then drop the constraint. ON DELETE CASCADE becomes 'cascade', SET NULL 'set
@@ -199,10 +208,7 @@ BEGIN
         RAISE NOTICE 'foreign key "%" did not delete child rows: the soft reference will not purge anything (on_delete ''no action'')', fk.conname
             USING HINT = 'orphan_report() shows what deleted parents leave behind; softfk_alter(child, column, on_delete => ''cascade'') purges them.';
     END IF;
-    -- (softfk_add lives in the extension's schema, which this function's search_path omits.)
-    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, %L)',
-                   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-                     WHERE e.extname = 'pg_softfk'), 'deferred')
+    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, %L)', softfk.api_schema(), 'deferred')
        USING child, child_column, fk.parent, fk.parent_column, action;
     -- Its name and options, for softfk_revert.
     PERFORM softfk.remember_foreign_key(child, fk.conname);
@@ -307,9 +313,7 @@ BEGIN
     IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE k.relation = child) THEN
         EXECUTE format('ALTER TABLE %s ADD %s', child, softfk.foreign_key_clause(child, child_column));
     END IF;
-    EXECUTE format('SELECT %I.softfk_drop($1, $2)',
-                   (SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
-                     WHERE e.extname = 'pg_softfk'))
+    EXECUTE format('SELECT %I.softfk_drop($1, $2)', softfk.api_schema())
        USING child, child_column;
 END $$;
 
