@@ -138,12 +138,14 @@ COMMENT ON TABLE softfk.adopted_foreign_key IS 'The native foreign keys softfk_a
 SELECT pg_catalog.pg_extension_config_dump('softfk.adopted_foreign_key', '');
 
 CREATE FUNCTION softfk.remember_foreign_key(child regclass, constraint_name name) RETURNS void
-VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'remember_foreign_key_wrapper';
+VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'remember_foreign_key_wrapper';
 COMMENT ON FUNCTION softfk.remember_foreign_key(regclass, name) IS
 'softfk_adopt: keep the name and options of the foreign key it is about to drop (the caller owns the child).';
 
 CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name) RETURNS text
-STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
+STABLE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
 COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
 'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was).';
 

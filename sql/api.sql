@@ -1,7 +1,9 @@
 -- The pg_softfk SQL API. Runs last in the extension script. The functions are implemented in
 -- Rust (src/); they are declared here so their SQL types, defaults and documentation sit
 -- together. None of them is STRICT: a NULL argument is an error (SQLSTATE 22004), not a
--- silent NULL result.
+-- silent NULL result. Each pins search_path to the catalogs: their queries run partly as the
+-- extension's owner or the child's owner, and must not resolve a name through schemas the
+-- caller controls.
 
 CREATE FUNCTION softfk_add(
     child         regclass,
@@ -10,7 +12,8 @@ CREATE FUNCTION softfk_add(
     parent_column name DEFAULT NULL,
     on_delete     text DEFAULT 'cascade',
     validate      text DEFAULT 'deferred')
-RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_add_wrapper';
+RETURNS void VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'softfk_add_wrapper';
 COMMENT ON FUNCTION softfk_add(regclass, name, regclass, name, text, text) IS
 'Register child.child_column as a soft reference to parent.parent_column (default: the parent''s single-column primary key). on_delete: cascade | set null | archive | no action; validate: deferred | immediate | off.';
 
@@ -19,12 +22,14 @@ CREATE FUNCTION softfk_alter(
     child_column  name,
     on_delete     text DEFAULT NULL,
     validate      text DEFAULT NULL)
-RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_alter_wrapper';
+RETURNS void VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'softfk_alter_wrapper';
 COMMENT ON FUNCTION softfk_alter(regclass, name, text, text) IS
 'Change the on_delete action or the validate mode of the soft reference on child.child_column; a NULL argument keeps that setting. Changing validate replaces the check triggers; existing rows are not re-checked (orphan_report() finds them).';
 
 CREATE FUNCTION softfk_drop(child regclass, child_column name)
-RETURNS void VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_drop_wrapper';
+RETURNS void VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'softfk_drop_wrapper';
 COMMENT ON FUNCTION softfk_drop(regclass, name) IS
 'Remove the soft reference on child.child_column, and its check triggers.';
 
@@ -39,12 +44,14 @@ RETURNS TABLE (
     sample_keys   text[],
     rows_examined bigint,
     elapsed_ms    double precision)
-VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'orphan_report_wrapper';
+VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'orphan_report_wrapper';
 COMMENT ON FUNCTION orphan_report() IS
 'One row per soft reference: child rows whose non-NULL key has no parent row (orphan_rows), how many distinct such keys (orphan_keys), the ten smallest of them, how many child rows were examined, and how long it took.';
 
 CREATE FUNCTION softfk.orphan_rows_query(child regclass, child_column name)
-RETURNS text STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'orphan_rows_query_wrapper';
+RETURNS text STABLE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'orphan_rows_query_wrapper';
 COMMENT ON FUNCTION softfk.orphan_rows_query(regclass, name) IS
 'The anti-join behind orphan_rows(); built by the same query builder as orphan_report().';
 
@@ -77,12 +84,14 @@ COMMENT ON VIEW softfk_references IS 'Every soft reference, with current table a
 
 CREATE FUNCTION softfk_purge()
 RETURNS TABLE (child regclass, child_column text, parent regclass, on_delete text, rows bigint)
-VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_purge_wrapper';
+VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'softfk_purge_wrapper';
 COMMENT ON FUNCTION softfk_purge() IS
 'Run the purge now, in this transaction: apply each reference''s on_delete action to the child rows of deleted parent keys, as the background worker does. One row per reference whose rows it deleted, nulled or archived. Deletions of this same transaction wait for its commit.';
 
 CREATE FUNCTION softfk_restore(parent regclass, key text)
-RETURNS bigint VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_restore_wrapper';
+RETURNS bigint VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'softfk_restore_wrapper';
 COMMENT ON FUNCTION softfk_restore(regclass, text) IS
 'Put back the child rows archived (on_delete ''archive'') after parent key "key" of "parent" was deleted; returns how many. Re-create the parent row first.';
 

@@ -20,6 +20,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
+use crate::settings::{with_settings, SAFE_SEARCH_PATH};
 use crate::{capture, check, report};
 use crate::error::{error, required};
 
@@ -363,17 +364,18 @@ fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
     .expect("reading softfk.reference")
 }
 
-/// Run `f` as the extension's owner. The registry tables are not granted to anyone: callers
-/// reach them only through these functions, after the checks above have passed as the
-/// caller (the way core's RI triggers switch user around their own queries). An error
-/// unwinds the transaction, which restores the caller's identity.
+/// Run `f` as the extension's owner, with search_path pinned to the catalogs
+/// ([`SAFE_SEARCH_PATH`]). The registry tables are not granted to anyone: callers reach them
+/// only through these functions, after the checks above have passed as the caller (the way
+/// core's RI triggers switch user around their own queries). An error unwinds the
+/// transaction, which restores the caller's identity and search_path.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = read_one::<pg_sys::Oid>(
         "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk'",
         &[],
     )
     .expect("pg_softfk is installed");
-    as_role(owner, f)
+    as_role(owner, || with_settings(&[SAFE_SEARCH_PATH], f))
 }
 
 /// The first column of the first row of a read-only query (None for no row or NULL). Unlike

@@ -5,7 +5,9 @@
 //! [`Reference::orphan_rows_sql`]: `NOT EXISTS` over the parent's unique index, as core's
 //! `RI_Initial_Check` does when it validates a new foreign key. NULL keys are never orphans
 //! (MATCH SIMPLE). Identifiers come quoted from the registry, the comparison uses the parent
-//! key's own btree equality operator by its qualified name, so nothing depends on search_path.
+//! key's own btree equality operator by its qualified name, functions and other operators are
+//! qualified with pg_catalog, so nothing depends on search_path (the SQL API and the worker
+//! pin it anyway: src/settings.rs).
 
 use std::ffi::CStr;
 use std::time::Instant;
@@ -74,7 +76,7 @@ impl Reference {
             (
                 String::new(),
                 format!(
-                    "c.ctid = ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
+                    "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
                                           FOR UPDATE OF c SKIP LOCKED))"
                 ),
             )
@@ -158,8 +160,8 @@ impl Reference {
     /// One row of `orphan_report()`: counts and the first ten distinct orphan keys.
     fn report_sql(&self) -> String {
         format!(
-            "SELECT count(*), count(DISTINCT o.key), \
-                    ((array_agg(DISTINCT o.key ORDER BY o.key))[1:10])::text[] \
+            "SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT o.key), \
+                    ((pg_catalog.array_agg(DISTINCT o.key ORDER BY o.key))[1:10])::text[] \
                FROM ({orphans}) o",
             orphans = self.orphan_rows_sql(),
         )

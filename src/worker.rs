@@ -27,6 +27,7 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::purge;
 use crate::registry::read_one;
+use crate::settings::SAFE_SEARCH_PATH;
 
 /// `pg_softfk.naptime`, in milliseconds.
 pub static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -314,6 +315,17 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             pg_sys::Oid::from(database),
             pg_sys::InvalidOid,
             0,
+        );
+        // The worker runs as a superuser in a database others own: none of its queries may
+        // resolve names through a search_path the database's owner set (ALTER DATABASE ...
+        // SET search_path). Purge statements, and the child triggers they fire, see this too.
+        let (name, value) = SAFE_SEARCH_PATH;
+        let value = std::ffi::CString::new(value).unwrap();
+        pg_sys::SetConfigOption(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
         );
     }
     {

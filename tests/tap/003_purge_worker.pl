@@ -260,5 +260,44 @@ is($node->safe_psql('lms', q{SELECT count(*) FROM softfk.archived_row WHERE key:
 is($node->safe_psql('lms', q{SELECT count(*) FROM softfk_purge_runs WHERE started_by <> 'worker'}), '0',
     'all of this was done by the worker: nobody called softfk_purge()');
 
+# ---------------------------------------------------------------------------------------------
+# The worker is a superuser in a database someone else may own: a search_path set for the
+# database (ALTER DATABASE ... SET, which its owner may do) that puts functions and operators
+# matching the worker's queries better than the built-in ones first must not make the worker
+# run them. Each trap records whom it ran as.
+
+$node->safe_psql('lms', q{
+    CREATE SCHEMA trap;
+    CREATE TABLE trap.ran_as (who name);
+    GRANT USAGE ON SCHEMA trap TO PUBLIC;
+    GRANT INSERT ON trap.ran_as TO PUBLIC;
+    CREATE FUNCTION trap.record() RETURNS boolean LANGUAGE sql
+        AS $$ INSERT INTO trap.ran_as VALUES (current_user) RETURNING true $$;
+    CREATE FUNCTION trap.format(text, name, name) RETURNS text LANGUAGE sql
+        AS $$ SELECT trap.record(); SELECT pg_catalog.format($1, $2, $3) $$;
+    CREATE FUNCTION trap.format_type(oid, int) RETURNS text LANGUAGE sql
+        AS $$ SELECT trap.record(); SELECT pg_catalog.format_type($1, $2) $$;
+    CREATE FUNCTION trap.regclass_is(regclass, oid) RETURNS boolean LANGUAGE sql
+        AS $$ SELECT trap.record(); SELECT $1::oid OPERATOR(pg_catalog.=) $2 $$;
+    CREATE OPERATOR trap.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = trap.regclass_is);
+    CREATE FUNCTION trap.tid_is(tid, tid) RETURNS boolean LANGUAGE sql
+        AS $$ SELECT trap.record(); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
+    CREATE OPERATOR trap.= (LEFTARG = tid, RIGHTARG = tid, FUNCTION = trap.tid_is);
+    ALTER DATABASE lms SET search_path = trap, public, pg_catalog;
+});
+# A worker connecting from now on gets the database's setting.
+$old_pid = worker_pid('lms');
+$node->safe_psql('lms', "SELECT pg_terminate_backend($old_pid)");
+ok($node->poll_query_until('postgres', workers_of('lms') . " AND pid <> $old_pid", '1'),
+    'a new purge worker connects to lms after ALTER DATABASE ... SET search_path');
+$node->safe_psql('lms', 'DELETE FROM auth_user WHERE id BETWEEN 211 AND 220');
+ok($node->poll_query_until('lms', q{
+        SELECT (SELECT count(*) FROM softfk.deletion) = 0
+           AND NOT EXISTS (SELECT FROM public.enrollment WHERE user_id BETWEEN 211 AND 220)
+           AND NOT EXISTS (SELECT FROM public.certificate WHERE user_id BETWEEN 211 AND 220)}),
+    'the worker purges under the trapped database search_path');
+is($node->safe_psql('lms', q{SELECT count(*) FROM trap.ran_as}), '0',
+    'and no function or operator of the database search_path ran: the worker pins its own');
+
 $node->stop;
 done_testing();

@@ -1,0 +1,121 @@
+-- Security: who may register, who may read orphans, whose rights the purge uses, and that no
+-- search_path trick makes pg_softfk run someone's function with more rights than theirs.
+CREATE EXTENSION pg_softfk;
+SET client_min_messages = warning;
+
+CREATE ROLE regress_softfk_app;      -- owns the child tables
+CREATE ROLE regress_softfk_reader;   -- may read one child, not the users table
+CREATE ROLE regress_softfk_mallory;  -- owns a schema of traps
+CREATE TABLE auth_user (id int PRIMARY KEY);
+INSERT INTO auth_user SELECT generate_series(1, 5);
+GRANT SELECT ON auth_user TO regress_softfk_app;
+CREATE SCHEMA app AUTHORIZATION regress_softfk_app;
+GRANT USAGE ON SCHEMA app TO regress_softfk_reader, regress_softfk_mallory;
+SET ROLE regress_softfk_app;
+CREATE TABLE app.enrollment (id int PRIMARY KEY, user_id int);
+CREATE TABLE app.bookmark (id int PRIMARY KEY, user_id int);
+INSERT INTO app.enrollment VALUES (1, 1), (2, 2), (3, 9);
+GRANT SELECT ON app.enrollment TO regress_softfk_reader;
+RESET ROLE;
+
+-- Registering needs what a native foreign key needs: owning the child and REFERENCES on the
+-- parent.
+SET ROLE regress_softfk_app;
+SELECT softfk_add('app.enrollment', 'user_id', 'auth_user');
+RESET ROLE;
+GRANT REFERENCES ON auth_user TO regress_softfk_app;
+SET ROLE regress_softfk_app;
+SELECT softfk_add('app.enrollment', 'user_id', 'auth_user', validate => 'off');
+SELECT softfk_add('app.bookmark', 'user_id', 'auth_user', on_delete => 'archive');
+INSERT INTO app.bookmark VALUES (1, 3);
+RESET ROLE;
+-- Someone else's table: not theirs to register, change or unregister, even with REFERENCES.
+GRANT REFERENCES ON auth_user TO regress_softfk_mallory;
+SET ROLE regress_softfk_mallory;
+SELECT softfk_add('app.bookmark', 'id', 'auth_user');
+SELECT softfk_alter('app.enrollment', 'user_id', on_delete => 'no action');
+SELECT softfk_drop('app.enrollment', 'user_id');
+RESET ROLE;
+
+-- Orphans are read with the reader's own rights: the child and the parent.
+SET ROLE regress_softfk_reader;
+SELECT key FROM orphan_rows('app.enrollment', 'user_id');
+SELECT child, orphan_rows FROM orphan_report();
+RESET ROLE;
+GRANT SELECT ON auth_user TO regress_softfk_reader;
+SET ROLE regress_softfk_reader;
+SELECT key FROM orphan_rows('app.enrollment', 'user_id');
+SELECT key FROM orphan_rows('app.bookmark', 'user_id');
+RESET ROLE;
+
+-- The archive gives rows back only to who may write them: the stranger's attempt changes
+-- nothing, the owner's restores the row.
+DELETE FROM auth_user WHERE id = 3;
+SELECT child, rows FROM softfk_purge();
+SET ROLE regress_softfk_mallory;
+SELECT softfk_restore('auth_user', '3');
+RESET ROLE;
+SELECT count(*) AS still_archived FROM softfk.archived_row;
+INSERT INTO auth_user VALUES (3);
+SET ROLE regress_softfk_app;
+SELECT softfk_restore('auth_user', '3');
+SELECT * FROM app.bookmark;
+RESET ROLE;
+
+-- Traps: functions and operators that match pg_softfk's internal calls better than the
+-- built-in ones do (an exact argument type instead of an implicit cast), in a schema first on
+-- the caller's search_path. Each records whom it ran as. pg_softfk pins its own search_path
+-- wherever it runs queries (the API functions, the extension owner's queries, the worker),
+-- so none may ever run.
+CREATE SCHEMA trap AUTHORIZATION regress_softfk_mallory;
+GRANT USAGE ON SCHEMA trap TO PUBLIC;
+SET ROLE regress_softfk_mallory;
+CREATE TABLE trap.ran_as (who name);
+GRANT INSERT ON trap.ran_as TO PUBLIC;
+CREATE FUNCTION trap.record() RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO trap.ran_as VALUES (current_user) RETURNING true $$;
+CREATE FUNCTION trap.format(text, name, name) RETURNS text LANGUAGE sql
+    AS $$ SELECT trap.record(); SELECT pg_catalog.format($1, $2, $3) $$;
+CREATE FUNCTION trap.format_type(oid, int) RETURNS text LANGUAGE sql
+    AS $$ SELECT trap.record(); SELECT pg_catalog.format_type($1, $2) $$;
+CREATE FUNCTION trap.regclass_is(regclass, oid) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT trap.record(); SELECT $1::oid OPERATOR(pg_catalog.=) $2 $$;
+CREATE OPERATOR trap.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = trap.regclass_is);
+CREATE FUNCTION trap.tid_is(tid, tid) RETURNS boolean LANGUAGE sql
+    AS $$ SELECT trap.record(); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
+CREATE OPERATOR trap.= (LEFTARG = tid, RIGHTARG = tid, FUNCTION = trap.tid_is);
+CREATE FUNCTION trap.count(text) RETURNS bigint LANGUAGE sql
+    AS $$ SELECT trap.record(); SELECT 1::bigint $$;
+RESET ROLE;
+
+-- Everything pg_softfk does, by a superuser and by the app's owner, with the traps first on
+-- the path.
+SET search_path = trap, public, pg_catalog;
+SELECT softfk_add('app.bookmark', 'id', 'auth_user', on_delete => 'no action');
+SELECT softfk_alter('app.enrollment', 'user_id', validate => 'deferred');
+SELECT child, orphan_rows FROM orphan_report();
+SELECT count(*) FROM orphan_rows('app.enrollment', 'user_id');
+SELECT kind, child FROM softfk_discover('auth_user');
+DELETE FROM auth_user WHERE id = 1;
+SELECT child, rows FROM softfk_purge();
+INSERT INTO auth_user VALUES (1);
+SELECT softfk_drop('app.bookmark', 'id');
+DELETE FROM auth_user WHERE id = 3;
+SET ROLE regress_softfk_app;
+SET search_path = trap, public, pg_catalog;
+INSERT INTO app.enrollment VALUES (4, 4);
+SELECT child, rows FROM softfk_purge();
+RESET ROLE;
+INSERT INTO auth_user VALUES (3);
+SET ROLE regress_softfk_app;
+SET search_path = trap, public, pg_catalog;
+SELECT softfk_restore('auth_user', '3');
+SELECT child, orphan_rows FROM orphan_report();
+RESET ROLE;
+RESET search_path;
+SELECT who, count(*) FROM trap.ran_as GROUP BY who;
+
+DROP SCHEMA trap, app CASCADE;
+DROP TABLE auth_user;
+DROP EXTENSION pg_softfk;
+DROP ROLE regress_softfk_app, regress_softfk_reader, regress_softfk_mallory;
