@@ -178,6 +178,11 @@ BEGIN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute a
+                    WHERE a.attrelid = child AND a.attname = child_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', child_column, child
+            USING ERRCODE = 'undefined_column';
+    END IF;
     SELECT con.conname, con.confrelid::regclass AS parent, con.confdeltype, cardinality(con.conkey) AS columns,
            (SELECT a.attname FROM pg_attribute a
              WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1]) AS parent_column

@@ -28,17 +28,24 @@ COMMENT ON FUNCTION softfk.written_by_this_transaction(xid) IS
 'Was a row version with this xmin written by the current transaction or one of its subtransactions?';
 
 -- The name of a trigger pg_softfk puts on a table: "<table>_<column><suffix>" for a check
--- trigger, "<table>_<suffix>" for a capture trigger (column ''), cut to fit NAMEDATALEN - 1
--- bytes without splitting a character.
+-- trigger, "<table>_<suffix>" for a capture trigger (column ''). When that exceeds
+-- NAMEDATALEN - 1 bytes it is cut, without splitting a character, and ends with 8 hex
+-- digits of the full name's md5: two long columns whose names differ only past the cut still
+-- get distinct triggers.
 CREATE FUNCTION softfk.trigger_name(tab regclass, column_name name, suffix text)
 RETURNS name LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     base text := (SELECT relname FROM pg_class WHERE oid = tab) || '_' || column_name;
+    tag text;
 BEGIN
-    WHILE octet_length(base) > 63 - octet_length(suffix) LOOP
+    IF octet_length(base) + octet_length(suffix) <= 63 THEN
+        RETURN base || suffix;
+    END IF;
+    tag := '_' || left(md5(base), 8) || CASE WHEN suffix LIKE '\_%' THEN '' ELSE '_' END;
+    WHILE octet_length(base) > 63 - octet_length(suffix) - octet_length(tag) LOOP
         base := left(base, -1);
     END LOOP;
-    RETURN base || suffix;
+    RETURN base || tag || suffix;
 END $$;
 
 CREATE FUNCTION softfk.install_check(

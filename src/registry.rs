@@ -187,6 +187,16 @@ fn softfk_add(
     let parent_rel = Table::describe(parent);
     child_rel.require_registrable("child");
     parent_rel.require_registrable("parent");
+    if parent_rel.unlogged && !child_rel.unlogged {
+        // As core refuses for a foreign key: after a crash an unlogged parent comes back
+        // empty, and every row of the permanent child would be an orphan for the purge.
+        error(
+            ERRCODE_INVALID_TABLE_DEFINITION,
+            "soft references on permanent tables may reference only permanent tables",
+        )
+        .detail(format!("\"{}\" is unlogged; \"{}\" is not.", parent_rel.name, child_rel.name))
+        .raise();
+    }
     child_rel.require_owner();
     parent_rel.require_references_privilege();
     // Until the existing rows are counted, locks that let writers through: SHARE UPDATE
@@ -443,6 +453,7 @@ struct Table {
     name: String,
     relkind: String,
     temporary: bool,
+    unlogged: bool,
     system: bool,
     owned_by_caller: bool,
     may_reference: bool,
@@ -460,7 +471,7 @@ impl Table {
         Spi::connect(|client| {
             let rows = client
                 .select(
-                    "SELECT c.relname::text, c.relkind::text, c.relpersistence = 't',
+                    "SELECT c.relname::text, c.relkind::text, c.relpersistence = 't', c.relpersistence = 'u',
                             n.nspname IN ('pg_catalog', 'information_schema')
                               OR n.nspname LIKE 'pg\\_toast%',
                             pg_has_role(c.relowner, 'USAGE'),
@@ -480,9 +491,10 @@ impl Table {
                 name: row.get(1).unwrap().unwrap(),
                 relkind: row.get(2).unwrap().unwrap(),
                 temporary: row.get(3).unwrap().unwrap(),
-                system: row.get(4).unwrap().unwrap(),
-                owned_by_caller: row.get(5).unwrap().unwrap(),
-                may_reference: row.get(6).unwrap().unwrap(),
+                unlogged: row.get(4).unwrap().unwrap(),
+                system: row.get(5).unwrap().unwrap(),
+                owned_by_caller: row.get(6).unwrap().unwrap(),
+                may_reference: row.get(7).unwrap().unwrap(),
             }
         })
     }

@@ -1,5 +1,6 @@
 -- softfk_adopt: a native foreign key becomes a soft reference in one call.
 CREATE EXTENSION pg_softfk;
+\set SHOW_CONTEXT never
 SET client_min_messages = notice;
 CREATE TABLE auth_user (id int PRIMARY KEY, username text UNIQUE NOT NULL,
                         manager_id int REFERENCES auth_user ON DELETE SET NULL);

@@ -108,7 +108,75 @@ RESET ROLE;
 ALTER TABLE intruder_child ALTER COLUMN user_id TYPE text;
 SELECT child FROM orphan_report();
 
+-- The rest of the matrix: every other API function given NULLs, wrong types, unknown
+-- objects, system catalogs, other table kinds.
+CREATE FOREIGN DATA WRAPPER regress_softfk_dummy;
+CREATE SERVER regress_softfk_server FOREIGN DATA WRAPPER regress_softfk_dummy;
+CREATE FOREIGN TABLE foreign_enrollment (id int, user_id int) SERVER regress_softfk_server;
+CREATE UNLOGGED TABLE unlogged_user (id int PRIMARY KEY);
+CREATE UNLOGGED TABLE unlogged_enrollment (id int PRIMARY KEY, user_id int);
+\x on
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add(42, 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'user_id', 'auth_user', on_delete => 5)$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('foreign_enrollment', 'user_id', 'auth_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'note', 'foreign_enrollment', 'id')$$);
+-- As for a native foreign key: a permanent table may not reference an unlogged one (after a
+-- crash the parent is empty and every child row an orphan).
+SELECT * FROM pg_temp.attempt($$SELECT softfk_add('enrollment', 'id', 'unlogged_user')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter(NULL, 'user_id', on_delete => 'cascade')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter('enrollment', NULL, on_delete => 'cascade')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter('enrollment', 'user_id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter('enrollment', 'no_such_column', on_delete => 'cascade')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter('enrollment', 'user_id', on_delete => 'sometimes')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_alter('pg_class', 'relowner', validate => 'off')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_drop('no_such_table', 'user_id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_drop('enrollment', NULL)$$);
+SELECT * FROM pg_temp.attempt($$SELECT * FROM orphan_rows(NULL, 'user_id')$$);
+SELECT * FROM pg_temp.attempt($$SELECT * FROM orphan_rows('pg_class', 'relowner')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_restore(NULL, '1')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_restore('auth_user', NULL)$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_restore('no_such_table', '1')$$);
+SELECT * FROM pg_temp.attempt($$SELECT * FROM softfk_discover('no_such_table')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_adopt('pg_class', 'relowner')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_adopt('enrollment', 'no_such_column')$$);
+SELECT * FROM pg_temp.attempt($$SELECT softfk_adopt('enrollment', NULL)$$);
+\x off
+-- Where they should work, they do: nothing archived is nothing restored, a system catalog has
+-- nothing to discover, an unlogged child may reference an unlogged or a permanent parent.
+SELECT softfk_restore('auth_user', '1') AS restored;
+SELECT count(*) AS discovered FROM softfk_discover('pg_class');
+SELECT softfk_add('unlogged_enrollment', 'user_id', 'unlogged_user');
+SELECT softfk_add('unlogged_enrollment', 'id', 'auth_user', validate => 'off');
+SELECT child, child_column, parent FROM softfk_references WHERE child = 'unlogged_enrollment'::regclass ORDER BY 2;
+
+-- A child that is also the parent (a manager column), and the longest identifiers PostgreSQL
+-- keeps (63 bytes) with quotes, spaces and non-ASCII letters: registered, checked, purged,
+-- reported, dropped. Two columns whose names differ only past the length a trigger name can
+-- hold still get distinct check triggers.
+CREATE TABLE "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes" (
+    id int PRIMARY KEY,
+    "manager id; DROP TABLE auth_user; -- column name of 63 bytes: A" int,
+    "manager id; DROP TABLE auth_user; -- column name of 63 bytes: B" int);
+SELECT octet_length(relname) AS table_bytes FROM pg_class WHERE relname LIKE 'Ünïcode%' AND relkind = 'r';
+SELECT softfk_add('"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', 'manager id; DROP TABLE auth_user; -- column name of 63 bytes: A', '"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', on_delete => 'set null');
+SELECT softfk_add('"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', 'manager id; DROP TABLE auth_user; -- column name of 63 bytes: B', '"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', on_delete => 'cascade');
+SELECT tgname, octet_length(tgname) AS bytes FROM pg_trigger
+ WHERE tgrelid = '"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"'::regclass AND NOT tgisinternal ORDER BY 1;
+INSERT INTO "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes" VALUES (1, NULL, NULL), (2, 1, 1), (3, 2, 2);
+INSERT INTO "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes" VALUES (4, 99, NULL);
+DELETE FROM "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes" WHERE id = 1;
+SELECT child_column, rows FROM softfk_purge() ORDER BY 1;
+SELECT * FROM "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes" ORDER BY id;
+SELECT key FROM orphan_rows('"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', 'manager id; DROP TABLE auth_user; -- column name of 63 bytes: A');
+SELECT softfk_drop('"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', 'manager id; DROP TABLE auth_user; -- column name of 63 bytes: A');
+SELECT softfk_drop('"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"', 'manager id; DROP TABLE auth_user; -- column name of 63 bytes: B');
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgrelid = '"Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes"'::regclass AND NOT tgisinternal;
+
 DROP EXTENSION pg_softfk;
+DROP TABLE "Ünïcode ""quoted"" table, a name of sixty-three bytes: 63 bytes", unlogged_enrollment, unlogged_user;
+DROP FOREIGN TABLE foreign_enrollment;
+DROP SERVER regress_softfk_server;
+DROP FOREIGN DATA WRAPPER regress_softfk_dummy;
 DROP MATERIALIZED VIEW enrollment_matview;
 DROP TABLE intruder_child, auth_user, enrollment, composite_parent, no_key_parent, deferrable_parent, partial_parent CASCADE;
 DROP SEQUENCE some_sequence;

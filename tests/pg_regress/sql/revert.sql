@@ -1,6 +1,7 @@
 -- softfk_revert: a soft reference becomes a native foreign key again; adopt -> revert ->
 -- adopt leaves the schema as it was.
 CREATE EXTENSION pg_softfk;
+\set SHOW_CONTEXT never
 SET client_min_messages = warning;
 
 -- A schema with a foreign key of each kind, as Django and Open edX write them.
