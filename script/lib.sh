@@ -91,6 +91,20 @@ start_bench_cluster() {
         "checkpoint_timeout = '1h'" "synchronous_commit = off"
 }
 
+# The TAP tests (PostgreSQL::Test::Cluster) named, run by prove in WORK as postgres, with the
+# cluster settings of pgrx.toml. run_tap WORK FILE... (extra settings come from the environment)
+run_tap() {
+    local work=$1
+    shift
+    let_postgres_in "$work"
+    cluster_settings >"$work/cluster.conf"
+    chown postgres: "$work/cluster.conf"
+    (cd "$work" && as_postgres env PATH="$PG_BIN:$PATH" TESTDIR="$work" \
+        PG_REGRESS="$PGXS_TEST/regress/pg_regress" SOFTFK_CLUSTER_CONF="$work/cluster.conf" \
+        SOFTFK_SOAK="${SOFTFK_SOAK:-}" SOFTFK_SOAK_SECONDS="${SOFTFK_SOAK_SECONDS:-}" \
+        prove -v -I "$PGXS_TEST/perl" -I "$ROOT/tests/tap" "$@")
+}
+
 stop_cluster() {
     local dir=$1
     if [ -f "$dir/data/postmaster.pid" ]; then

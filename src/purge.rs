@@ -409,14 +409,20 @@ struct Batch {
     rows: BTreeMap<i64, Touched>,
 }
 
-/// One queue row, as a batch takes it.
+/// One queue row as a batch takes it, with the small rows merged into its batch.
 struct Entry {
     id: i64,
+    /// Other queue rows of the same parent column in the same pass, whose keys this batch
+    /// also purges, all of them: one user deleted per statement makes one-key rows, and a
+    /// transaction per key would cap the purge at a few hundred keys a second.
+    merged: Vec<i64>,
     parent: pg_sys::Oid,
     parent_column: String,
     /// This batch's keys; None means every key.
     keys: Option<Vec<String>>,
-    /// Keys done in the current pass after this batch.
+    /// Whether this batch starts the current pass (no key of it done yet).
+    starts_pass: bool,
+    /// Keys of `id` done in the current pass after this batch.
     done_after: i32,
     total_keys: i32,
     final_pass: bool,
@@ -433,8 +439,7 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
     // Read after the entry was seen: the deletion has committed, so every transaction that
     // could still commit an orphan of it has an id below `next`.
     let (next, horizon_now) = horizon();
-    let starting_pass = entry.done_after - entry.keys.as_ref().map_or(0, |k| k.len() as i32) == 0;
-    if !entry.final_pass && starting_pass && horizon_now >= next {
+    if !entry.final_pass && entry.starts_pass && horizon_now >= next {
         entry.final_pass = true; // nothing else is running: this pass is the final one
     }
     let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
@@ -466,16 +471,18 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
         Some(_) => entry.done_after >= entry.total_keys,
         None => !hit_limit,
     };
+    // The merged rows were taken whole, with the entry's pass: they end it with the entry.
+    let ids: Vec<i64> = std::iter::once(entry.id).chain(entry.merged.iter().copied()).collect();
     as_extension_owner(|| {
         if pass_complete && entry.final_pass {
-            Spi::run_with_args("DELETE FROM softfk.deletion WHERE id = $1", &[entry.id.into()])
+            Spi::run_with_args("DELETE FROM softfk.deletion WHERE id = ANY ($1)", &[ids.clone().into()])
         } else {
             Spi::run_with_args(
                 "UPDATE softfk.deletion
                     SET keys_done = $2, final_pass = $3, final_after = coalesce(final_after, $4::text::xid8)
-                  WHERE id = $1",
+                  WHERE id = ANY ($1)",
                 &[
-                    entry.id.into(),
+                    ids.clone().into(),
                     (if pass_complete { 0 } else { entry.done_after }).into(),
                     (entry.final_pass || pass_complete).into(),
                     (next as i64).to_string().into(),
@@ -561,16 +568,89 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
             )
         };
         let done_after = keys_done + keys.as_ref().map_or(0, |k| k.len() as i32);
-        Some(Entry {
+        let mut entry = Entry {
             id,
+            merged: Vec::new(),
+            starts_pass: keys_done == 0,
             parent: found.get(2).unwrap().unwrap(),
             parent_column: found.get(3).unwrap().unwrap(),
             keys,
             done_after,
             total_keys,
             final_pass: found.get(7).unwrap().unwrap(),
-        })
+        };
+        let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
+        if keys_done == 0 && done_after == total_keys && room > 0 {
+            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, room);
+            entry.merged = ids;
+            entry.keys.as_mut().expect("a keyed entry").extend(more);
+        }
+        Some(entry)
     })
+}
+
+/// Whole queue rows to purge along with `entry` (a whole row itself, at the start of its
+/// pass): later rows of the same parent column, in the same pass and ready, oldest first, as
+/// long as their keys fit in `room`. Rows another run holds are skipped.
+fn take_merged(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    entry: &Entry,
+    horizon: u64,
+    failed_entries: &[i64],
+    room: i32,
+) -> (Vec<i64>, Vec<String>) {
+    let candidates: Vec<(i64, i32)> = client
+        .select(
+            "SELECT d.id, cardinality(d.keys)
+               FROM softfk.deletion d
+              WHERE d.parent_table::oid = $1 AND d.parent_column = $2 AND d.final_pass = $3
+                AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $4
+                AND (NOT d.final_pass OR d.final_after <= $5::text::xid8)
+                AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                AND d.id <> ALL ($6)
+              ORDER BY d.id
+              LIMIT $7",
+            None,
+            &[
+                entry.parent.into(),
+                entry.parent_column.as_str().into(),
+                entry.final_pass.into(),
+                entry.id.into(),
+                (horizon as i64).to_string().into(),
+                failed_entries.to_vec().into(),
+                room.into(),
+            ],
+        )
+        .expect("reading softfk.deletion")
+        .map(|row| (row.get(1).unwrap().unwrap(), row.get(2).unwrap().unwrap_or(0)))
+        .collect();
+    let mut left = room;
+    let fitting: Vec<i64> = candidates
+        .into_iter()
+        .take_while(|(_, n)| {
+            left -= n;
+            left >= 0
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if fitting.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut ids = Vec::new();
+    let mut keys = Vec::new();
+    for row in client
+        .update(
+            "SELECT d.id, d.keys FROM softfk.deletion d WHERE d.id = ANY ($1) ORDER BY d.id
+                FOR UPDATE SKIP LOCKED",
+            None,
+            &[fitting.into()],
+        )
+        .expect("reading softfk.deletion")
+    {
+        ids.push(row.get::<i64>(1).unwrap().unwrap());
+        keys.extend(row.get::<Vec<String>>(2).unwrap().unwrap_or_default());
+    }
+    (ids, keys)
 }
 
 /// Apply one reference's action for the entry's keys, in the child and each of its leaf

@@ -101,6 +101,33 @@ SELECT count(*) AS enrollments_of_7_and_8 FROM enrollment WHERE user_id IN (7, 8
 RESET pg_softfk.keys_per_batch;
 RESET pg_softfk.rows_per_statement;
 
+-- Users deleted one statement at a time make one queue row each: a batch takes the later
+-- rows of the same parent column along while their keys fit in keys_per_batch, so four
+-- deletions take one batch (two with keys_per_batch = 2), not four.
+INSERT INTO auth_user SELECT g, 'user' || g FROM generate_series(31, 34) g;
+INSERT INTO enrollment (user_id, course) SELECT u, 'merge' FROM generate_series(31, 34) u;
+DELETE FROM auth_user WHERE id = 31;
+DELETE FROM auth_user WHERE id = 32;
+DELETE FROM auth_user WHERE id = 33;
+DELETE FROM auth_user WHERE id = 34;
+SELECT count(*) AS queue_rows FROM softfk.deletion;
+SELECT * FROM softfk_purge();
+SELECT batches, keys_purged FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT count(*) AS queue_rows_left, (SELECT count(*) FROM enrollment WHERE course = 'merge') AS merge_rows_left
+  FROM softfk.deletion;
+INSERT INTO auth_user SELECT g, 'user' || g FROM generate_series(31, 34) g;
+INSERT INTO enrollment (user_id, course) SELECT u, 'merge' FROM generate_series(31, 34) u;
+DELETE FROM auth_user WHERE id = 31;
+DELETE FROM auth_user WHERE id = 32;
+DELETE FROM auth_user WHERE id = 33;
+DELETE FROM auth_user WHERE id = 34;
+SET pg_softfk.keys_per_batch = 2;
+SELECT * FROM softfk_purge();
+RESET pg_softfk.keys_per_batch;
+SELECT batches, keys_purged FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT count(*) AS queue_rows_left, (SELECT count(*) FROM enrollment WHERE course = 'merge') AS merge_rows_left
+  FROM softfk.deletion;
+
 -- TRUNCATE of the parent: every child row with a non-NULL key is an orphan.
 TRUNCATE auth_user;
 SELECT keys, cause FROM softfk.deletion;

@@ -1,0 +1,2 @@
+\set uid random(1, 5000)
+SELECT soak.enroll(:uid);

@@ -1,0 +1,1 @@
+SELECT soak.enroll_nobody();
