@@ -87,6 +87,17 @@ CREATE TABLE tenant_users (id int PRIMARY KEY, tenant_id int);
 SELECT softfk_add('tenant_users', 'tenant_id', 'tenants');
 SELECT child, child_column, parent FROM softfk_references WHERE child IN ('events'::regclass, 'tenant_users'::regclass) ORDER BY 1;
 
+-- Inheritance children are not covered by their parent's reference, as a native foreign key
+-- does not cover them: the check, the report and the purge read the registered table ONLY.
+-- An inheritance child is registered on its own.
+CREATE TABLE staff_contractors (agency text) INHERITS (staff);
+INSERT INTO staff VALUES (1, NULL);
+INSERT INTO staff_contractors VALUES (2, 99, 'acme');
+SELECT child, orphan_rows, rows_examined FROM orphan_report() WHERE child::text LIKE 'staff%' ORDER BY 1;
+SELECT softfk_add('staff_contractors', 'manager_id', 'staff', validate => 'off');
+SELECT child, orphan_rows, rows_examined FROM orphan_report() WHERE child::text LIKE 'staff%' ORDER BY 1;
+DROP TABLE staff_contractors;
+
 -- DROP EXTENSION takes its schema, tables, event triggers, views and the check and capture
 -- triggers it put on user tables with it.
 SELECT count(*) AS check_triggers FROM pg_trigger WHERE tgname LIKE '%softfk%';
