@@ -11,6 +11,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(usleep);
+use File::Basename qw(dirname);
 
 my $node = PostgreSQL::Test::Cluster->new('main');
 $node->init;
@@ -266,25 +267,9 @@ is($node->safe_psql('lms', q{SELECT count(*) FROM softfk_purge_runs WHERE starte
 # matching the worker's queries better than the built-in ones first must not make the worker
 # run them. Each trap records whom it ran as.
 
-$node->safe_psql('lms', q{
-    CREATE SCHEMA trap;
-    CREATE TABLE trap.ran_as (who name);
-    GRANT USAGE ON SCHEMA trap TO PUBLIC;
-    GRANT INSERT ON trap.ran_as TO PUBLIC;
-    CREATE FUNCTION trap.record() RETURNS boolean LANGUAGE sql
-        AS $$ INSERT INTO trap.ran_as VALUES (current_user) RETURNING true $$;
-    CREATE FUNCTION trap.format(text, name, name) RETURNS text LANGUAGE sql
-        AS $$ SELECT trap.record(); SELECT pg_catalog.format($1, $2, $3) $$;
-    CREATE FUNCTION trap.format_type(oid, int) RETURNS text LANGUAGE sql
-        AS $$ SELECT trap.record(); SELECT pg_catalog.format_type($1, $2) $$;
-    CREATE FUNCTION trap.regclass_is(regclass, oid) RETURNS boolean LANGUAGE sql
-        AS $$ SELECT trap.record(); SELECT $1::oid OPERATOR(pg_catalog.=) $2 $$;
-    CREATE OPERATOR trap.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = trap.regclass_is);
-    CREATE FUNCTION trap.tid_is(tid, tid) RETURNS boolean LANGUAGE sql
-        AS $$ SELECT trap.record(); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
-    CREATE OPERATOR trap.= (LEFTARG = tid, RIGHTARG = tid, FUNCTION = trap.tid_is);
-    ALTER DATABASE lms SET search_path = trap, public, pg_catalog;
-});
+$node->safe_psql('lms', 'CREATE SCHEMA trap; GRANT USAGE ON SCHEMA trap TO PUBLIC');
+$node->safe_psql('lms', slurp_file(dirname(__FILE__) . '/../search_path_traps.sql'));
+$node->safe_psql('lms', 'ALTER DATABASE lms SET search_path = trap, public, pg_catalog');
 # A worker connecting from now on gets the database's setting.
 $old_pid = worker_pid('lms');
 $node->safe_psql('lms', "SELECT pg_terminate_backend($old_pid)");

@@ -70,22 +70,9 @@ RESET ROLE;
 CREATE SCHEMA trap AUTHORIZATION regress_softfk_mallory;
 GRANT USAGE ON SCHEMA trap TO PUBLIC;
 SET ROLE regress_softfk_mallory;
-CREATE TABLE trap.ran_as (who name);
-GRANT INSERT ON trap.ran_as TO PUBLIC;
-CREATE FUNCTION trap.record() RETURNS boolean LANGUAGE sql
-    AS $$ INSERT INTO trap.ran_as VALUES (current_user) RETURNING true $$;
-CREATE FUNCTION trap.format(text, name, name) RETURNS text LANGUAGE sql
-    AS $$ SELECT trap.record(); SELECT pg_catalog.format($1, $2, $3) $$;
-CREATE FUNCTION trap.format_type(oid, int) RETURNS text LANGUAGE sql
-    AS $$ SELECT trap.record(); SELECT pg_catalog.format_type($1, $2) $$;
-CREATE FUNCTION trap.regclass_is(regclass, oid) RETURNS boolean LANGUAGE sql
-    AS $$ SELECT trap.record(); SELECT $1::oid OPERATOR(pg_catalog.=) $2 $$;
-CREATE OPERATOR trap.= (LEFTARG = regclass, RIGHTARG = oid, FUNCTION = trap.regclass_is);
-CREATE FUNCTION trap.tid_is(tid, tid) RETURNS boolean LANGUAGE sql
-    AS $$ SELECT trap.record(); SELECT $1 OPERATOR(pg_catalog.=) $2 $$;
-CREATE OPERATOR trap.= (LEFTARG = tid, RIGHTARG = tid, FUNCTION = trap.tid_is);
-CREATE FUNCTION trap.count(text) RETURNS bigint LANGUAGE sql
-    AS $$ SELECT trap.record(); SELECT 1::bigint $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\set traps :abs_srcdir '/../search_path_traps.sql'
+\i :traps
 RESET ROLE;
 
 -- Everything pg_softfk does, by a superuser and by the app's owner, with the traps first on
