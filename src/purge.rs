@@ -205,6 +205,12 @@ pub fn run(mode: Mode) -> Option<RunReport> {
                 if entry == 0 || mode == Mode::Worker && unsafe { pg_sys::ProcDiePending != 0 } {
                     error.rethrow();
                 }
+                // A batch that merged later rows is retried with its own row alone first, so
+                // that one bad key in a merged row never holds back the keys before it.
+                if let Some(own_keys) = OWN_KEYS.get() {
+                    keys_for_entry.insert(entry, own_keys);
+                    continue;
+                }
                 if timed_out && keys > 1 {
                     keys_for_entry.insert(entry, keys / 2);
                     continue;
@@ -308,6 +314,8 @@ thread_local! {
     /// (queue entry, keys, reference) of the batch in progress, for the error report of a
     /// batch that was rolled back.
     static CURRENT: Cell<(i64, i32, i64)> = const { Cell::new((0, 0, 0)) };
+    /// When the batch in progress merged later queue rows: the keys of its own entry.
+    static OWN_KEYS: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
 /// The advisory lock that makes runs exclusive per database: (pg_softfk's lock class, 0).
@@ -431,6 +439,7 @@ struct Entry {
 /// Purge one batch in the current transaction. `None` when no queue row is ready.
 fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
+    OWN_KEYS.set(None);
     let (_, horizon_before) = horizon();
     let Some(mut entry) = as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))
     else {
@@ -444,6 +453,9 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
     }
     let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
     CURRENT.set((entry.id, key_count, 0));
+    if !entry.merged.is_empty() {
+        OWN_KEYS.set(Some(entry.done_after));
+    }
 
     let mut rows = BTreeMap::new();
     let mut hit_limit = false;
@@ -581,7 +593,7 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
         };
         let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
         if keys_done == 0 && done_after == total_keys && room > 0 {
-            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, room);
+            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, keys_for_entry, room);
             entry.merged = ids;
             entry.keys.as_mut().expect("a keyed entry").extend(more);
         }
@@ -597,8 +609,12 @@ fn take_merged(
     entry: &Entry,
     horizon: u64,
     failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
     room: i32,
 ) -> (Vec<i64>, Vec<String>) {
+    // Rows that failed, or are being retried with fewer keys, are not merged: they are taken
+    // on their own, so a bad key stays with its own row.
+    let excluded: Vec<i64> = failed_entries.iter().copied().chain(keys_for_entry.keys().copied()).collect();
     let candidates: Vec<(i64, i32)> = client
         .select(
             "SELECT d.id, cardinality(d.keys)
@@ -617,7 +633,7 @@ fn take_merged(
                 entry.final_pass.into(),
                 entry.id.into(),
                 (horizon as i64).to_string().into(),
-                failed_entries.to_vec().into(),
+                excluded.into(),
                 room.into(),
             ],
         )

@@ -156,6 +156,23 @@ DROP TRIGGER keep_enrollments ON enrollment;
 SELECT * FROM softfk_purge();
 SELECT count(*) AS queued FROM softfk.deletion;
 
+-- A bad key in a merged row does not hold back the rows merged with it: the batch is retried
+-- with its own row alone, and only the row with the bad key waits.
+INSERT INTO auth_user VALUES (21, 'user21'), (22, 'user22');
+INSERT INTO enrollment (user_id, course) VALUES (21, 'fine'), (22, 'locked');
+CREATE TRIGGER keep_locked BEFORE DELETE ON enrollment FOR EACH ROW
+    WHEN (OLD.course = 'locked') EXECUTE FUNCTION refuse_delete();
+DELETE FROM auth_user WHERE id = 21;
+DELETE FROM auth_user WHERE id = 22;
+SELECT * FROM softfk_purge();
+SELECT status, batches, keys_purged, jsonb_path_query_array(errors, '$[*].keys') AS failed_keys
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT user_id, course FROM enrollment WHERE user_id IN (21, 22);
+SELECT keys FROM softfk.deletion;
+DROP TRIGGER keep_locked ON enrollment;
+SELECT * FROM softfk_purge();
+SELECT count(*) AS queued FROM softfk.deletion;
+
 -- softfk_purge() must see what committed since its transaction began.
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT * FROM softfk_purge();
