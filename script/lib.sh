@@ -48,17 +48,12 @@ install_prerequisites() {
 install_extension() {
     say "building and installing pg_softfk (release)"
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG")
-    install_upgrade_scripts
 }
 
-# ALTER EXTENSION pg_softfk UPDATE from 0.1.0: its install script (kept verbatim, for the
-# upgrade test) and the upgrade script, sql/upgrade/from-0.1.0.sql followed by sql/adopt.sql.
-install_upgrade_scripts() {
-    local extension_dir version
-    extension_dir="$("$PG_CONFIG" --sharedir)/extension"
-    version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/Cargo.toml" | head -n 1)
-    cp "$ROOT/sql/upgrade/pg_softfk--0.1.0.sql" "$extension_dir/"
-    cat "$ROOT/sql/upgrade/from-0.1.0.sql" "$ROOT/sql/adopt.sql" >"$extension_dir/pg_softfk--0.1.0--$version.sql"
+# 0.1.0's install script, kept verbatim in sql/upgrade/, so that the upgrade test (TAP 009)
+# can CREATE EXTENSION pg_softfk VERSION '0.1.0'. Only the tests install it.
+install_old_version_for_tests() {
+    cp "$ROOT/sql/upgrade/pg_softfk--0.1.0.sql" "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # The postgres OS user must reach DIR: give every ancestor the traverse bit it lacks (a

@@ -215,8 +215,12 @@ BEGIN
         RAISE NOTICE 'foreign key "%" did not delete child rows: the soft reference will not purge anything (on_delete ''no action'')', fk.conname
             USING HINT = 'orphan_report() shows what deleted parents leave behind; softfk_alter(child, column, on_delete => ''cascade'') purges them.';
     END IF;
-    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, %L)', softfk.api_schema(), 'deferred')
-       USING child, child_column, fk.parent, fk.parent_column, action;
+    -- Dropping the constraint below takes ACCESS EXCLUSIVE on both tables; taking it first
+    -- means no registration of another child of the parent can deadlock with this one (it
+    -- would hold ACCESS SHARE on the parent while it counts orphans, and wait for us).
+    EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE', child, fk.parent);
+    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, $6)', softfk.api_schema())
+       USING child, child_column, fk.parent, fk.parent_column, action, 'deferred'::text;
     -- Its name and options, for softfk_revert.
     PERFORM softfk.remember_foreign_key(child, fk.conname);
     EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
@@ -235,17 +239,25 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT child, true WHERE NOT EXISTS (SELECT FROM pg_partition_tree(child))
 $$;
 
--- The single-column native foreign keys on child_column of child and, when child is
--- partitioned, of its partitions: what softfk_revert adds, validates, or finds added by an
--- earlier call that did not finish.
+-- The native foreign keys from child_column of child (and, when child is partitioned, of its
+-- partitions) to the column its soft reference points at: what softfk_revert adds,
+-- validates, or finds added by an earlier call that did not finish. A key from the column to
+-- some other table is not one of them. (PL/pgSQL: the view it reads is created after it.)
 CREATE FUNCTION softfk.foreign_keys_on(child regclass, child_column name)
 RETURNS TABLE (relation regclass, constraint_name name, validated boolean)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     SELECT con.conrelid::regclass, con.conname, con.convalidated
-      FROM softfk.table_and_partitions(child) t
-      JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = child_column AND NOT a.attisdropped
-      JOIN pg_constraint con ON con.conrelid = t.relid AND con.contype = 'f' AND con.conkey = ARRAY[a.attnum]
-$$;
+      FROM @extschema@.softfk_references r
+      JOIN pg_attribute pa ON pa.attrelid = r.parent AND pa.attname = r.parent_column
+      CROSS JOIN softfk.table_and_partitions(r.child) t
+      JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = r.child_column AND NOT a.attisdropped
+      JOIN pg_constraint con ON con.conrelid = t.relid AND con.contype = 'f'
+                            AND con.conkey = ARRAY[a.attnum]
+                            AND con.confrelid = r.parent AND con.confkey = ARRAY[pa.attnum]
+     WHERE r.child = foreign_keys_on.child AND r.child_column = foreign_keys_on.child_column;
+END $$;
 
 -- A native foreign key cannot be validated over orphans: refuse with their count.
 CREATE FUNCTION softfk.refuse_orphans(child regclass, child_column name) RETURNS void
@@ -281,6 +293,9 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     clause := softfk.foreign_key_clause(child, child_column);
+    -- The lock ADD FOREIGN KEY takes anyway, before looking: two calls at once do not both
+    -- add a key.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', child);
     IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
         RETURN;  -- added by a softfk_revert that did not finish: the second step validates it
     END IF;
@@ -333,11 +348,25 @@ END $$;
 -- schema-qualified, and the steps run with a fixed search_path.)
 CREATE PROCEDURE softfk_revert(child regclass, child_column name)
 LANGUAGE plpgsql AS $$
+DECLARE
+    validated boolean;
+    message text;
+    code text;
 BEGIN
     PERFORM softfk.revert_outside_transaction_block();
     PERFORM softfk.revert_prepare(child, child_column);
     COMMIT;
-    IF NOT softfk.revert_validate(child, child_column) THEN
+    -- From here on a NOT VALID key is committed: an error (a lock timeout, a cancel) leaves
+    -- it, and says so.
+    BEGIN
+        validated := softfk.revert_validate(child, child_column);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
+            DETAIL = 'The foreign key added NOT VALID by the first step stays, with the soft reference.',
+            HINT = format('CALL softfk_revert(%L, %L) again to finish, or drop the NOT VALID key.', child::text, child_column);
+    END;
+    IF NOT validated THEN
         COMMIT;
         PERFORM softfk.refuse_orphans(child, child_column);
         RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": rows written meanwhile reference no parent row',
@@ -345,7 +374,14 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation', DETAIL = 'The soft reference is left as it was.';
     END IF;
     COMMIT;
-    PERFORM softfk.revert_finish(child, child_column);
+    BEGIN
+        PERFORM softfk.revert_finish(child, child_column);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
+            DETAIL = 'The foreign key is in place and validated; the soft reference is still registered.',
+            HINT = format('CALL softfk_revert(%L, %L) again to finish.', child::text, child_column);
+    END;
 END $$;
 COMMENT ON PROCEDURE softfk_revert(regclass, name) IS
 'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. Refuses (23503) while the column has orphans; on_delete ''archive'' has no native equivalent (0A000). CALL it outside a transaction block.';

@@ -189,7 +189,16 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                     OR (ao.amoprighttype = idx.opcintype
                         AND EXISTS (SELECT FROM pg_cast c
                                      WHERE c.castsource = ct.oid AND c.casttarget = idx.opcintype
-                                       AND c.castcontext = 'i' AND c.castmethod IN ('b', 'f'))))
+                                       AND c.castcontext = 'i'
+                                       -- Binary-coercible, or a built-in function: the purge and
+                                       -- the report apply it as other roles (the extension's
+                                       -- owner, the child's owner), who must not run a
+                                       -- function some user wrote.
+                                       AND (c.castmethod = 'b'
+                                            OR c.castmethod = 'f' AND EXISTS (
+                                                SELECT FROM pg_proc p
+                                                 WHERE p.oid = c.castfunc
+                                                   AND p.pronamespace = 'pg_catalog'::regnamespace)))))
              ORDER BY ao.amoprighttype = ct.oid DESC
              LIMIT 1) op ON true
       LEFT JOIN pg_operator o ON o.oid = op.amopopr

@@ -7,12 +7,14 @@
 //!
 //! A column that no validated foreign key vouches for may already hold orphans: softfk_add
 //! counts them (one scan of the child, as core's validation does) and says so in a NOTICE,
-//! before it takes the locks that block writers. During the count it holds SHARE UPDATE
-//! EXCLUSIVE on the child, which serialises two sessions registering the same column (the
-//! second one sees the first one's row and gets a clean "already has a soft reference" error
-//! instead of a unique violation). Then, like core, it takes SHARE ROW EXCLUSIVE on the child
-//! and the parent to create the triggers: writes to both wait for the rest of the (short)
-//! registering transaction.
+//! before it takes the locks that block writers to the child. During the count it holds SHARE
+//! UPDATE EXCLUSIVE on the child, which serialises two sessions registering the same column
+//! (the second one sees the first one's row and gets a clean "already has a soft reference"
+//! error instead of a unique violation), and ACCESS SHARE on the parent — unless no reference
+//! to that parent column exists yet: then nothing captures the parent's deletes until this
+//! registration commits, so SHARE ROW EXCLUSIVE on the parent comes first. Then, like core,
+//! it takes SHARE ROW EXCLUSIVE on the child and the parent to create the triggers: writes to
+//! both wait for the rest of the registering transaction.
 
 use std::ffi::CStr;
 
@@ -44,7 +46,7 @@ pub struct Reference {
     pub parent_table: String,
     pub parent_partitioned: bool,
     pub parent_column: String,
-    /// The parent key's type, as format_type() writes it.
+    /// The parent key's type (a domain's base type), as format_type() writes it.
     pub parent_type: String,
     /// The parent key's btree equality operator, as `schema.=`.
     pub operator: String,
@@ -73,7 +75,15 @@ pub fn load(which: Which) -> Vec<Reference> {
                r.parent_table::oid, format('%I.%I', pn.nspname, p.relname), p.relkind = 'p',
                pa.attname::text,
                k.operator, k.child_cast,
-               format_type(ca.atttypid, ca.atttypmod), format_type(pa.atttypid, pa.atttypmod),
+               format_type(ca.atttypid, ca.atttypmod),
+               -- A domain's base type: casting a key to the domain would run its CHECK
+               -- constraints (anyone's functions) as the extension's owner.
+               (WITH RECURSIVE base AS (
+                    SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = pa.atttypid
+                    UNION ALL
+                    SELECT t.oid, t.typtype, t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typbasetype
+                     WHERE base.typtype = 'd')
+                SELECT format_type(base.oid, NULL) FROM base WHERE base.typtype <> 'd'),
                r.id, r.on_delete
           FROM softfk.reference r
           JOIN pg_class c ON c.oid = r.child_table
@@ -232,6 +242,13 @@ fn softfk_add(
         .raise();
     }
 
+    let already_captured = as_extension_owner(|| {
+        read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM softfk.reference WHERE parent_table = $1 AND parent_attnum = $2)",
+            &[parent.into(), parent_col.attnum.into()],
+        )
+    })
+    .unwrap_or(false);
     let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
         "INSERT INTO softfk.reference
                 (child_table, child_column, parent_table, parent_column, on_delete, validate)
@@ -248,6 +265,13 @@ fn softfk_add(
     ))
     .expect("writing softfk.reference")
     .expect("INSERT RETURNING returns the id");
+    // A parent row deleted while the count runs must still be captured. When the parent
+    // column is captured already (another reference to it), its triggers queue the key, and
+    // the key's final pass waits for this transaction, so it sees this reference. When it is
+    // not, the triggers come with this registration: parent writes must wait from now on.
+    if !already_captured {
+        parent_rel.lock(pg_sys::ShareRowExclusiveLock);
+    }
     if report::ORPHANS_ON_ADD.get() && !has_valid_foreign_key(child, child_col.attnum, parent, parent_col.attnum) {
         report::announce_existing_orphans(id);
     }

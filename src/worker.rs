@@ -319,14 +319,22 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         // The worker runs as a superuser in a database others own: none of its queries may
         // resolve names through a search_path the database's owner set (ALTER DATABASE ...
         // SET search_path). Purge statements, and the child triggers they fire, see this too.
-        let (name, value) = SAFE_SEARCH_PATH;
-        let value = std::ffi::CString::new(value).unwrap();
-        pg_sys::SetConfigOption(
-            name.as_ptr(),
-            value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        );
+        // Nor may the database's defaults change how a batch runs: the final pass must see
+        // what committed after the batch began (READ COMMITTED), and write.
+        let (search_path, safe) = SAFE_SEARCH_PATH;
+        for (name, value) in [
+            (search_path, safe),
+            (c"default_transaction_isolation", "read committed"),
+            (c"default_transaction_read_only", "off"),
+        ] {
+            let value = std::ffi::CString::new(value).unwrap();
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            );
+        }
     }
     {
         let mut shared = SHARED.exclusive();

@@ -100,6 +100,32 @@ SELECT softfk_restore('auth_user', '3');
 SELECT child, orphan_rows FROM orphan_report();
 RESET ROLE;
 RESET search_path;
+
+-- Keys are never cast to a domain (its CHECK may call anyone's function) nor through an
+-- implicit cast whose function a user wrote: the purge and the report would run them as
+-- the extension's owner or the child's owner. A parent key of a domain type is handled as its
+-- base type; a user's cast is refused at registration.
+SET ROLE regress_softfk_app;
+CREATE FUNCTION app.watched(int) RETURNS boolean LANGUAGE sql
+    AS $$ INSERT INTO trap.ran_as SELECT current_user WHERE current_user <> 'regress_softfk_app'; SELECT true $$;
+CREATE DOMAIN app.user_key AS int CHECK (app.watched(VALUE));
+CREATE TABLE app.account (id app.user_key PRIMARY KEY);
+INSERT INTO app.account VALUES (1), (2);
+CREATE TABLE app.session (id int PRIMARY KEY, account_id int);
+INSERT INTO app.session VALUES (1, 1), (2, 2);
+SELECT softfk_add('app.session', 'account_id', 'app.account', on_delete => 'cascade');
+DELETE FROM app.account WHERE id = 2;
+RESET ROLE;
+SELECT child, rows FROM softfk_purge();
+SELECT child, orphan_rows FROM orphan_report() WHERE child = 'app.session'::regclass;
+SET ROLE regress_softfk_app;
+CREATE TYPE app.level AS ENUM ('1', '2', '3');
+CREATE FUNCTION app.level_number(app.level) RETURNS int LANGUAGE sql
+    AS $$ SELECT trap.record()::int * 0 + $1::text::int $$;
+CREATE CAST (app.level AS int) WITH FUNCTION app.level_number(app.level) AS IMPLICIT;
+CREATE TABLE app.badge (id int PRIMARY KEY, level app.level);
+SELECT softfk_add('app.badge', 'level', 'auth_user');
+RESET ROLE;
 SELECT who, count(*) FROM trap.ran_as GROUP BY who;
 
 DROP SCHEMA trap, app CASCADE;

@@ -1,0 +1,484 @@
+-- pg_softfk 0.1.0 -> 0.2.0. cargo pgrx install copies it next to the install script.
+-- tests/tap/009_upgrade.pl checks that an updated database has exactly the objects of a
+-- fresh 0.2.0 install: a change to sql/ that this script does not carry fails it. Its last
+-- part is sql/adopt.sql as of 0.2.0, whose objects are all new or re-created.
+
+-- adopt.sql, appended below, creates these again (softfk_discover gained a column, and the
+-- name patterns of softfk.looks_like_reference moved into it).
+DROP FUNCTION softfk_discover(regclass);
+DROP FUNCTION softfk.looks_like_reference(name, regclass);
+DROP FUNCTION softfk_adopt(regclass, name);
+
+-- The API's C functions pin search_path (sql/api.sql).
+ALTER FUNCTION softfk_add(regclass, name, regclass, name, text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION softfk_alter(regclass, name, text, text) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION softfk_drop(regclass, name) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION orphan_report() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION softfk.orphan_rows_query(regclass, name) SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION softfk_purge() SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION softfk_restore(regclass, text) SET search_path = pg_catalog, pg_temp;
+
+-- Long trigger names end with an md5 tag (sql/check.sql). Existing triggers keep their names:
+-- pg_softfk finds its triggers by function and arguments.
+CREATE OR REPLACE FUNCTION softfk.trigger_name(tab regclass, column_name name, suffix text)
+RETURNS name LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    base text := (SELECT relname FROM pg_class WHERE oid = tab) || '_' || column_name;
+    tag text;
+BEGIN
+    IF octet_length(base) + octet_length(suffix) <= 63 THEN
+        RETURN base || suffix;
+    END IF;
+    tag := '_' || left(md5(base), 8) || CASE WHEN suffix LIKE '\_%' THEN '' ELSE '_' END;
+    WHILE octet_length(base) > 63 - octet_length(suffix) - octet_length(tag) LOOP
+        base := left(base, -1);
+    END LOOP;
+    RETURN base || tag || suffix;
+END $$;
+
+-- Implicit casts through user-written functions are no longer comparable (sql/bootstrap.sql).
+CREATE OR REPLACE FUNCTION softfk.key_comparison(
+    parent regclass, parent_attnum int2, child regclass, child_attnum int2,
+    OUT unique_index regclass, OUT operator text, OUT child_cast text,
+    -- The same, as the check trigger's index probe needs it (see src/check.rs): the
+    -- operator's function, its right-hand type, the index's collation, and the function
+    -- applying the implicit cast (0 when there is none or it is binary-coercible).
+    OUT comparison_function regproc, OUT right_type oid, OUT collation oid,
+    OUT cast_function oid)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH idx AS (
+        SELECT i.indexrelid, oc.opcfamily, oc.opcintype, i.indcollation[0] AS collation
+          FROM pg_index i
+          JOIN pg_opclass oc ON oc.oid = i.indclass[0]
+         WHERE i.indrelid = parent AND i.indisunique AND i.indimmediate AND i.indisvalid
+           AND i.indnkeyatts = 1 AND i.indkey[0] = parent_attnum
+           AND i.indpred IS NULL AND i.indexprs IS NULL
+         ORDER BY i.indisprimary DESC, i.indexrelid
+         LIMIT 1
+    ), child_type AS (
+        SELECT CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END AS oid
+          FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+         WHERE a.attrelid = child AND a.attnum = child_attnum
+    )
+    SELECT idx.indexrelid::regclass,
+           quote_ident(n.nspname) || '.' || o.oprname,
+           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, NULL) END,
+           o.oprcode,
+           op.amoprighttype,
+           idx.collation,
+           coalesce((SELECT c.castfunc FROM pg_cast c
+                      WHERE c.castsource = ct.oid AND c.casttarget = op.amoprighttype), 0)
+      FROM idx CROSS JOIN child_type ct
+      LEFT JOIN LATERAL (
+            SELECT ao.amopopr, ao.amoprighttype
+              FROM pg_amop ao
+             WHERE ao.amopfamily = idx.opcfamily AND ao.amopstrategy = 3
+               AND ao.amoplefttype = idx.opcintype
+               AND (ao.amoprighttype = ct.oid
+                    OR (ao.amoprighttype = idx.opcintype
+                        AND EXISTS (SELECT FROM pg_cast c
+                                     WHERE c.castsource = ct.oid AND c.casttarget = idx.opcintype
+                                       AND c.castcontext = 'i'
+                                       -- Binary-coercible, or a built-in function: the purge and
+                                       -- the report apply it as other roles (the extension's
+                                       -- owner, the child's owner), who must not run a
+                                       -- function some user wrote.
+                                       AND (c.castmethod = 'b'
+                                            OR c.castmethod = 'f' AND EXISTS (
+                                                SELECT FROM pg_proc p
+                                                 WHERE p.oid = c.castfunc
+                                                   AND p.pronamespace = 'pg_catalog'::regnamespace)))))
+             ORDER BY ao.amoprighttype = ct.oid DESC
+             LIMIT 1) op ON true
+      LEFT JOIN pg_operator o ON o.oid = op.amopopr
+      LEFT JOIN pg_namespace n ON n.oid = o.oprnamespace
+$$;
+
+-- sql/adopt.sql as of 0.2.0.
+-- Adopting an existing schema: finding the columns that reference a parent (native foreign
+-- keys, registered soft references, and unconstrained columns that look like references).
+-- Catalog-only: no table is scanned, so a database with hundreds of references answers at
+-- once.
+
+-- A foreign key's ON DELETE / ON UPDATE action (pg_constraint.confdeltype, confupdtype) in
+-- words, as written in SQL (lower case).
+CREATE FUNCTION softfk.referential_action(code "char")
+RETURNS text LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE code WHEN 'c' THEN 'cascade' WHEN 'n' THEN 'set null' WHEN 'd' THEN 'set default'
+                     WHEN 'r' THEN 'restrict' WHEN 'a' THEN 'no action' END
+$$;
+
+CREATE FUNCTION softfk_discover(referenced regclass DEFAULT NULL)
+RETURNS TABLE (
+    kind            text,
+    child           regclass,
+    child_column    name,
+    parent          regclass,
+    parent_column   name,
+    on_delete       text,
+    adoptable       boolean,
+    estimated_rows  bigint,
+    indexed         boolean,
+    constraint_name name,
+    note            text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH
+    -- Native foreign keys pointing at the parent (one row per constraint; a multi-column
+    -- one is listed by its first column, with a note).
+    fk AS (
+        SELECT 'foreign key'::text AS kind, con.conrelid AS child, con.conkey[1] AS child_attnum,
+               con.confrelid AS parent, con.confkey[1] AS parent_attnum,
+               softfk.referential_action(con.confdeltype) AS on_delete,
+               -- What softfk_adopt takes: one column, an ON DELETE it has an action for.
+               cardinality(con.conkey) = 1 AND con.confdeltype <> 'd' AS adoptable,
+               con.conname AS constraint_name,
+               CASE WHEN cardinality(con.conkey) > 1
+                    THEN format('multi-column foreign key (%s columns): cannot be adopted', cardinality(con.conkey))
+                    WHEN con.confdeltype = 'd'
+                    THEN 'ON DELETE SET DEFAULT: cannot be adopted'
+               END AS note
+          FROM pg_constraint con
+         WHERE con.contype = 'f' AND con.conparentid = 0
+           AND con.connamespace <> 'softfk'::regnamespace  -- (pg_softfk's own tables)
+           AND (referenced IS NULL OR con.confrelid = referenced)
+    ),
+    registered AS (
+        SELECT 'registered'::text, r.child_table::oid, r.child_attnum, r.parent_table::oid,
+               r.parent_attnum, r.on_delete, false, NULL::name, NULL::text
+          FROM softfk.reference r
+         WHERE referenced IS NULL OR r.parent_table = referenced
+    ),
+    -- Parents to look for candidates of: the one asked about, or every table some foreign
+    -- key or soft reference already points at; with the name their references go by.
+    parents AS (
+        SELECT p.parent, lower(c.relname) AS relname, lower(c.relname) LIKE '%user%' AS users_table
+          FROM (SELECT referenced::oid AS parent WHERE referenced IS NOT NULL
+                UNION
+                SELECT parent FROM fk WHERE referenced IS NULL
+                UNION
+                SELECT r.parent_table FROM softfk.reference r WHERE referenced IS NULL) p
+          JOIN pg_class c ON c.oid = p.parent
+    ),
+    -- Unconstrained, unregistered columns of user tables whose name says they hold a key of
+    -- the parent: <parent>_id and *_<parent>_id for any parent; for a users table (a name
+    -- containing "user") also user_id, *_user_id, *_by_id (created_by_id, history_user_id...)
+    -- and student_id, as Django and Open edX name them. (Materialized, so that the costly
+    -- type comparison below runs only on these few.)
+    named AS MATERIALIZED (
+        SELECT a.attrelid, a.attnum, p.parent, pk.attnum AS parent_attnum
+          FROM parents p
+          -- The parent's key: its single-column primary key.
+          JOIN pg_index i ON i.indrelid = p.parent AND i.indisprimary AND i.indnkeyatts = 1
+          JOIN pg_attribute pk ON pk.attrelid = p.parent AND pk.attnum = i.indkey[0]
+          JOIN pg_attribute a ON a.attnum > 0 AND NOT a.attisdropped
+                             AND (lower(a.attname) = p.relname || '_id'
+                                  OR lower(a.attname) LIKE '%\_' || p.relname || '\_id'
+                                  OR (p.users_table
+                                      AND (lower(a.attname) IN ('user_id', 'student_id')
+                                           OR lower(a.attname) LIKE '%\_user\_id'
+                                           OR lower(a.attname) LIKE '%\_by\_id')))
+          JOIN pg_class c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'softfk')
+           AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+           AND NOT (a.attrelid = p.parent AND a.attnum = pk.attnum)
+           -- Not already a foreign key or a soft reference, to any parent.
+           AND NOT EXISTS (SELECT FROM pg_constraint con
+                            WHERE con.contype = 'f' AND con.conrelid = a.attrelid
+                              AND a.attnum = ANY (con.conkey))
+           AND NOT EXISTS (SELECT FROM softfk.reference r
+                            WHERE r.child_table = a.attrelid AND r.child_attnum = a.attnum)
+    ),
+    -- Of those, the ones comparable with the parent key, as a soft reference needs.
+    candidate AS (
+        SELECT 'candidate'::text, nm.attrelid, nm.attnum, nm.parent, nm.parent_attnum, NULL::text,
+               false, NULL::name, NULL::text
+          FROM named nm
+         WHERE EXISTS (SELECT FROM softfk.key_comparison(nm.parent, nm.parent_attnum, nm.attrelid, nm.attnum) k
+                        WHERE k.operator IS NOT NULL)
+    ),
+    found AS (
+        SELECT * FROM fk UNION ALL SELECT * FROM registered UNION ALL SELECT * FROM candidate
+    )
+    SELECT f.kind, f.child::regclass, ca.attname, f.parent::regclass, pa.attname, f.on_delete,
+           f.adoptable, greatest(c.reltuples, 0)::bigint,
+           -- An index whose first column is the child column: without one, every purge of a
+           -- key scans the whole child.
+           EXISTS (SELECT FROM pg_index i WHERE i.indrelid = f.child AND i.indkey[0] = f.child_attnum),
+           f.constraint_name,
+           coalesce(f.note,
+                    CASE WHEN NOT EXISTS (SELECT FROM pg_index i
+                                           WHERE i.indrelid = f.child AND i.indkey[0] = f.child_attnum)
+                         THEN 'no index leads with this column: purges will scan the table' END)
+      FROM found f
+      JOIN pg_class c ON c.oid = f.child
+      JOIN pg_attribute ca ON ca.attrelid = f.child AND ca.attnum = f.child_attnum
+      JOIN pg_attribute pa ON pa.attrelid = f.parent AND pa.attnum = f.parent_attnum
+     ORDER BY f.parent::regclass::text, f.kind DESC, f.child::regclass::text, ca.attname
+$$;
+COMMENT ON FUNCTION softfk_discover(regclass) IS
+'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key''; adoptable when softfk_adopt takes them), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
+
+-- What softfk_adopt dropped, beyond what the registration says: the constraint's name and
+-- the options a soft reference has no place for, so that softfk_revert puts back the same
+-- constraint. Goes with its registration.
+CREATE TABLE softfk.adopted_foreign_key (
+    reference_id       bigint  PRIMARY KEY REFERENCES softfk.reference ON DELETE CASCADE,
+    constraint_name    name    NOT NULL,
+    on_delete          text    NOT NULL,  -- softfk.referential_action(): 'restrict' comes back as such
+    on_update          text    NOT NULL,
+    match_full         boolean NOT NULL,
+    is_deferrable      boolean NOT NULL,
+    initially_deferred boolean NOT NULL
+);
+COMMENT ON TABLE softfk.adopted_foreign_key IS 'The native foreign keys softfk_adopt replaced: name and options, for softfk_revert';
+SELECT pg_catalog.pg_extension_config_dump('softfk.adopted_foreign_key', '');
+
+CREATE FUNCTION softfk.remember_foreign_key(child regclass, constraint_name name) RETURNS void
+VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'remember_foreign_key_wrapper';
+COMMENT ON FUNCTION softfk.remember_foreign_key(regclass, name) IS
+'softfk_adopt: keep the name and options of the foreign key it is about to drop (the caller owns the child).';
+
+CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name) RETURNS text
+STABLE LANGUAGE c SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
+COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
+'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was).';
+
+CREATE FUNCTION softfk.revert_outside_transaction_block() RETURNS void
+VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'revert_outside_transaction_block_wrapper';
+
+-- The schema CREATE EXTENSION put the API in (softfk_add, softfk_drop...), which the
+-- search_path of these functions leaves out.
+CREATE FUNCTION softfk.api_schema() RETURNS name
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+     WHERE e.extname = 'pg_softfk'
+$$;
+
+-- Turn the native foreign key on child.child_column into a soft reference, in the caller's
+-- transaction: register it (as softfk_add: the caller owns the child and holds REFERENCES on
+-- the parent), then drop the constraint. ON DELETE CASCADE becomes 'cascade', SET NULL 'set
+-- null', NO ACTION and RESTRICT 'no action' (with a NOTICE: nothing will be purged); SET
+-- DEFAULT has no soft equivalent and is refused, as are multi-column keys. Validation is
+-- 'deferred'. Locks: SHARE ROW EXCLUSIVE on child and parent to register, then ACCESS
+-- EXCLUSIVE on both to drop the constraint (its triggers live on both), held to commit;
+-- lock_timeout applies.
+CREATE FUNCTION softfk_adopt(child regclass, child_column name)
+RETURNS text VOLATILE LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+    action text;
+BEGIN
+    IF child IS NULL OR child_column IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_attribute a
+                    WHERE a.attrelid = child AND a.attname = child_column AND a.attnum > 0 AND NOT a.attisdropped) THEN
+        RAISE EXCEPTION 'column "%" of relation "%" does not exist', child_column, child
+            USING ERRCODE = 'undefined_column';
+    END IF;
+    SELECT con.conname, con.confrelid::regclass AS parent, con.confdeltype, cardinality(con.conkey) AS columns,
+           (SELECT a.attname FROM pg_attribute a
+             WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1]) AS parent_column
+      INTO fk
+      FROM pg_constraint con
+     WHERE con.contype = 'f' AND con.conrelid = child AND con.conparentid = 0
+       AND con.conkey[1] = (SELECT a.attnum FROM pg_attribute a
+                             WHERE a.attrelid = child AND a.attname = child_column AND NOT a.attisdropped)
+     ORDER BY cardinality(con.conkey), con.conname
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'column "%" of table "%" has no foreign key', child_column, child
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'softfk_add() registers a column that has none; SELECT * FROM softfk_discover() lists them.';
+    END IF;
+    IF fk.columns > 1 THEN
+        RAISE EXCEPTION 'foreign key "%" has % columns', fk.conname, fk.columns
+            USING ERRCODE = 'feature_not_supported',
+                  DETAIL = 'A soft reference is one column referencing one unique parent column.';
+    END IF;
+    action := CASE softfk.referential_action(fk.confdeltype)
+                   WHEN 'cascade' THEN 'cascade' WHEN 'set null' THEN 'set null'
+                   WHEN 'set default' THEN NULL ELSE 'no action' END;
+    IF action IS NULL THEN
+        RAISE EXCEPTION 'foreign key "%" is ON DELETE SET DEFAULT, which a soft reference cannot do', fk.conname
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Change it to another ON DELETE action first, or register the column with softfk_add().';
+    END IF;
+    IF action = 'no action' THEN
+        RAISE NOTICE 'foreign key "%" did not delete child rows: the soft reference will not purge anything (on_delete ''no action'')', fk.conname
+            USING HINT = 'orphan_report() shows what deleted parents leave behind; softfk_alter(child, column, on_delete => ''cascade'') purges them.';
+    END IF;
+    -- Dropping the constraint below takes ACCESS EXCLUSIVE on both tables; taking it first
+    -- means no registration of another child of the parent can deadlock with this one (it
+    -- would hold ACCESS SHARE on the parent while it counts orphans, and wait for us).
+    EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE', child, fk.parent);
+    EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, $6)', softfk.api_schema())
+       USING child, child_column, fk.parent, fk.parent_column, action, 'deferred'::text;
+    -- Its name and options, for softfk_revert.
+    PERFORM softfk.remember_foreign_key(child, fk.conname);
+    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
+    RETURN action;
+END $$;
+COMMENT ON FUNCTION softfk_adopt(regclass, name) IS
+'Replace the native foreign key on child.child_column by a soft reference with the matching on_delete (cascade, set null, no action; SET DEFAULT and multi-column keys are refused), validated deferred; returns the on_delete. One transaction; takes ACCESS EXCLUSIVE on child and parent to drop the constraint.';
+
+-- child itself or, when it is partitioned, it and its partitions at every level (leaf: a
+-- table that holds rows).
+CREATE FUNCTION softfk.table_and_partitions(child regclass)
+RETURNS TABLE (relid regclass, isleaf boolean)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.relid, t.isleaf FROM pg_partition_tree(child) t
+    UNION ALL
+    SELECT child, true WHERE NOT EXISTS (SELECT FROM pg_partition_tree(child))
+$$;
+
+-- The native foreign keys from child_column of child (and, when child is partitioned, of its
+-- partitions) to the column its soft reference points at: what softfk_revert adds,
+-- validates, or finds added by an earlier call that did not finish. A key from the column to
+-- some other table is not one of them. (PL/pgSQL: the view it reads is created after it.)
+CREATE FUNCTION softfk.foreign_keys_on(child regclass, child_column name)
+RETURNS TABLE (relation regclass, constraint_name name, validated boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    SELECT con.conrelid::regclass, con.conname, con.convalidated
+      FROM @extschema@.softfk_references r
+      JOIN pg_attribute pa ON pa.attrelid = r.parent AND pa.attname = r.parent_column
+      CROSS JOIN softfk.table_and_partitions(r.child) t
+      JOIN pg_attribute a ON a.attrelid = t.relid AND a.attname = r.child_column AND NOT a.attisdropped
+      JOIN pg_constraint con ON con.conrelid = t.relid AND con.contype = 'f'
+                            AND con.conkey = ARRAY[a.attnum]
+                            AND con.confrelid = r.parent AND con.confkey = ARRAY[pa.attnum]
+     WHERE r.child = foreign_keys_on.child AND r.child_column = foreign_keys_on.child_column;
+END $$;
+
+-- A native foreign key cannot be validated over orphans: refuse with their count.
+CREATE FUNCTION softfk.refuse_orphans(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    orphans bigint;
+BEGIN
+    EXECUTE format('SELECT count(*) FROM (%s) o', softfk.orphan_rows_query(child, child_column)) INTO orphans;
+    IF orphans > 0 THEN
+        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": %',
+                        child_column, child,
+                        CASE WHEN orphans = 1 THEN '1 row references no parent row'
+                             ELSE orphans || ' rows reference no parent row' END
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = 'The soft reference is left as it was.',
+                  HINT = format('SELECT * FROM orphan_rows(%L, %L) lists them; softfk_purge() purges those whose parent row was deleted since the column was registered.',
+                                child::text, child_column);
+    END IF;
+END $$;
+
+-- softfk_revert, first transaction: the foreign key, NOT VALID. It checks every write from
+-- its commit on (so the second step can scan without missing any), takes SHARE ROW EXCLUSIVE
+-- on child and parent only for a moment, and does not scan. PostgreSQL 15 refuses NOT VALID
+-- on a partitioned table: its leaf partitions get the key instead, under the same name.
+CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    clause text;
+    leaf regclass;
+BEGIN
+    IF child IS NULL OR child_column IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    clause := softfk.foreign_key_clause(child, child_column);
+    -- The lock ADD FOREIGN KEY takes anyway, before looking: two calls at once do not both
+    -- add a key.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', child);
+    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
+        RETURN;  -- added by a softfk_revert that did not finish: the second step validates it
+    END IF;
+    PERFORM softfk.refuse_orphans(child, child_column);
+    FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
+        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
+    END LOOP;
+END $$;
+
+-- softfk_revert, second transaction: VALIDATE CONSTRAINT scans the child under SHARE UPDATE
+-- EXCLUSIVE (writes go on) and ROW SHARE on the parent, and takes nothing stronger. Orphans
+-- written meanwhile (in the soft check's race window, or with validate 'off') fail it: the
+-- unvalidated keys are taken off again, the soft reference stays, and it returns false (the
+-- procedure commits that, then reports the orphans).
+CREATE FUNCTION softfk.revert_validate(child regclass, child_column name) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+BEGIN
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+        EXECUTE format('ALTER TABLE %s VALIDATE CONSTRAINT %I', fk.relation, fk.constraint_name);
+    END LOOP;
+    RETURN true;
+EXCEPTION WHEN foreign_key_violation THEN
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
+    END LOOP;
+    RETURN false;
+END $$;
+
+-- softfk_revert, third transaction: a partitioned table gets its key (core attaches the
+-- validated ones of its partitions instead of scanning again), and the soft reference goes.
+-- Both take strong locks, for a moment.
+CREATE FUNCTION softfk.revert_finish(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE k.relation = child) THEN
+        EXECUTE format('ALTER TABLE %s ADD %s', child, softfk.foreign_key_clause(child, child_column));
+    END IF;
+    EXECUTE format('SELECT %I.softfk_drop($1, $2)', softfk.api_schema())
+       USING child, child_column;
+END $$;
+
+-- Put back a native foreign key in place of the soft reference on child.child_column: the
+-- one softfk_adopt dropped (same name, ON DELETE, ON UPDATE, DEFERRABLE), or the equivalent
+-- of the registration. In three transactions, so that the validating scan does not block
+-- writes; hence a procedure (CALL), refused inside a transaction block. Run it again after
+-- an interruption: it carries on from the foreign key the first transaction added.
+-- (No SET clause: a procedure that commits cannot have one. Everything it names is
+-- schema-qualified, and the steps run with a fixed search_path.)
+CREATE PROCEDURE softfk_revert(child regclass, child_column name)
+LANGUAGE plpgsql AS $$
+DECLARE
+    validated boolean;
+    message text;
+    code text;
+BEGIN
+    PERFORM softfk.revert_outside_transaction_block();
+    PERFORM softfk.revert_prepare(child, child_column);
+    COMMIT;
+    -- From here on a NOT VALID key is committed: an error (a lock timeout, a cancel) leaves
+    -- it, and says so.
+    BEGIN
+        validated := softfk.revert_validate(child, child_column);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
+            DETAIL = 'The foreign key added NOT VALID by the first step stays, with the soft reference.',
+            HINT = format('CALL softfk_revert(%L, %L) again to finish, or drop the NOT VALID key.', child::text, child_column);
+    END;
+    IF NOT validated THEN
+        COMMIT;
+        PERFORM softfk.refuse_orphans(child, child_column);
+        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": rows written meanwhile reference no parent row',
+                        child_column, child
+            USING ERRCODE = 'foreign_key_violation', DETAIL = 'The soft reference is left as it was.';
+    END IF;
+    COMMIT;
+    BEGIN
+        PERFORM softfk.revert_finish(child, child_column);
+    EXCEPTION WHEN OTHERS THEN
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
+            DETAIL = 'The foreign key is in place and validated; the soft reference is still registered.',
+            HINT = format('CALL softfk_revert(%L, %L) again to finish.', child::text, child_column);
+    END;
+END $$;
+COMMENT ON PROCEDURE softfk_revert(regclass, name) IS
+'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. Refuses (23503) while the column has orphans; on_delete ''archive'' has no native equivalent (0A000). CALL it outside a transaction block.';
