@@ -42,6 +42,8 @@ pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// Milliseconds.
 pub static STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+/// The search_path child triggers see during a purge statement; empty: the pinned one.
+pub static CHILD_SEARCH_PATH: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
 
 pub fn define_settings() {
     GucRegistry::define_int_guc(
@@ -86,6 +88,18 @@ pub fn define_settings() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_softfk.child_search_path",
+        c"The search_path a purge statement runs with, for the child's triggers.",
+        c"Empty (the default): pg_catalog, pg_temp, as all of pg_softfk's queries. Set it (for \
+          example to '\"$user\", public') when triggers on child tables name tables or functions \
+          without a schema and have no SET search_path of their own. pg_softfk's statements \
+          name everything with its schema, so only those triggers see the difference.",
+        &CHILD_SEARCH_PATH,
+        // Superusers only: it decides what the child owner's triggers resolve.
+        GucContext::Suset,
+        GucFlags::default(),
     );
 }
 
@@ -685,11 +699,15 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         // triggers, defaults and constraints never run with more rights than that owner has.
         let mut run = |keys: &[String]| {
             let lock_timeout = LOCK_TIMEOUT.get().to_string();
-            let changed = as_role(owner, || {
-                with_settings(&[(c"lock_timeout", &lock_timeout), KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
-                    execute(&sql, keys)
-                })
-            });
+            let child_search_path = CHILD_SEARCH_PATH
+                .get()
+                .map(|path| path.to_string_lossy().into_owned())
+                .filter(|path| !path.trim().is_empty());
+            let mut settings = vec![(c"lock_timeout", lock_timeout.as_str()), KEY_DATESTYLE, KEY_INTERVALSTYLE];
+            if let Some(path) = child_search_path.as_deref() {
+                settings.push((c"search_path", path));
+            }
+            let changed = as_role(owner, || with_settings(&settings, || execute(&sql, keys)));
             match reference.on_delete.as_str() {
                 "set null" => rows.nulled += changed.count,
                 "archive" => {

@@ -233,6 +233,24 @@ SELECT * FROM softfk_purge();
 SELECT status, errors FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
 SELECT role FROM who_ran;
 SELECT count(*) AS owned_rows_left FROM owned_child;
+-- A purge statement runs with search_path = pg_catalog, pg_temp, and so do the child's
+-- triggers it fires: one that names a table without its schema fails, until
+-- pg_softfk.child_search_path gives them the path they expect.
+INSERT INTO auth_user VALUES (40, 'user40');
+INSERT INTO enrollment (user_id, course) VALUES (40, 'audited');
+CREATE TABLE deletion_log (user_id int);
+CREATE FUNCTION log_enrollment_deletion() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO deletion_log VALUES (OLD.user_id); RETURN OLD; END $$;
+CREATE TRIGGER log_deletion BEFORE DELETE ON enrollment FOR EACH ROW EXECUTE FUNCTION log_enrollment_deletion();
+DELETE FROM auth_user WHERE id = 40;
+SELECT * FROM softfk_purge();
+SELECT status, jsonb_path_query_array(errors, '$[*].message') AS messages FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SET pg_softfk.child_search_path = '"$user", public';
+SELECT * FROM softfk_purge();
+RESET pg_softfk.child_search_path;
+SELECT * FROM deletion_log;
+DROP TRIGGER log_deletion ON enrollment;
+
 -- The parent check inside the purge statements answers the child's owner (or whoever may
 -- read the parent), nobody else: it would tell which user ids exist.
 SELECT id AS owned_child_reference FROM softfk.reference WHERE child_table = 'owned_child'::regclass \gset
