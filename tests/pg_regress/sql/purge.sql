@@ -250,6 +250,8 @@ SELECT * FROM softfk_purge();
 RESET pg_softfk.child_search_path;
 SELECT * FROM deletion_log;
 DROP TRIGGER log_deletion ON enrollment;
+DROP FUNCTION log_enrollment_deletion();
+DROP TABLE deletion_log;
 
 -- The parent check inside the purge statements answers the child's owner (or whoever may
 -- read the parent), nobody else: it would tell which user ids exist.
