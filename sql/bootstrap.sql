@@ -62,13 +62,31 @@ CREATE TRIGGER resolve_attnums BEFORE INSERT ON softfk.reference
 -- After ALTER TABLE: a renamed child or parent column keeps its attnum; copy the new name.
 -- A renamed parent column also renames its queued keys (sql/purge.sql) and is named anew in
 -- the parent's capture triggers.
+-- It also refuses what would make a permanent child reference an unlogged parent (SET
+-- UNLOGGED on the parent, SET LOGGED on the child), as softfk_add does and as core does for
+-- a foreign key: after a crash the parent would come back empty.
 -- SECURITY DEFINER: it runs inside whoever's ALTER TABLE, and must be able to update the
 -- registry, which that user cannot; it only copies names out of pg_attribute.
 CREATE FUNCTION softfk.follow_column_renames() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     renamed_parent regclass;
+    unlogged record;
 BEGIN
+    SELECT r.child_table, r.parent_table INTO unlogged
+      FROM softfk.reference r
+      JOIN pg_class c ON c.oid = r.child_table
+      JOIN pg_class p ON p.oid = r.parent_table
+     WHERE p.relpersistence = 'u' AND c.relpersistence = 'p'
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid IN (r.child_table, r.parent_table))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'soft references on permanent tables may reference only permanent tables'
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = format('After this ALTER TABLE, permanent %s would reference unlogged %s.',
+                                  unlogged.child_table, unlogged.parent_table);
+    END IF;
     UPDATE softfk.reference r SET child_column = a.attname
       FROM pg_attribute a
      WHERE a.attrelid = r.child_table AND a.attnum = r.child_attnum AND a.attname <> r.child_column;

@@ -36,6 +36,45 @@ BEGIN
     RETURN base || tag || suffix;
 END $$;
 
+-- ALTER TABLE refuses to make a permanent child reference an unlogged parent
+-- (sql/bootstrap.sql).
+CREATE OR REPLACE FUNCTION softfk.follow_column_renames() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    renamed_parent regclass;
+    unlogged record;
+BEGIN
+    SELECT r.child_table, r.parent_table INTO unlogged
+      FROM softfk.reference r
+      JOIN pg_class c ON c.oid = r.child_table
+      JOIN pg_class p ON p.oid = r.parent_table
+     WHERE p.relpersistence = 'u' AND c.relpersistence = 'p'
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid IN (r.child_table, r.parent_table))
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'soft references on permanent tables may reference only permanent tables'
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = format('After this ALTER TABLE, permanent %s would reference unlogged %s.',
+                                  unlogged.child_table, unlogged.parent_table);
+    END IF;
+    UPDATE softfk.reference r SET child_column = a.attname
+      FROM pg_attribute a
+     WHERE a.attrelid = r.child_table AND a.attnum = r.child_attnum AND a.attname <> r.child_column;
+    PERFORM softfk.follow_queued_column_renames();
+    FOR renamed_parent IN
+        WITH renamed AS (
+            UPDATE softfk.reference r SET parent_column = a.attname
+              FROM pg_attribute a
+             WHERE a.attrelid = r.parent_table AND a.attnum = r.parent_attnum
+               AND a.attname <> r.parent_column
+            RETURNING r.parent_table)
+        SELECT DISTINCT parent_table FROM renamed
+    LOOP
+        PERFORM softfk.sync_capture(renamed_parent);
+    END LOOP;
+END $$;
+
 -- Implicit casts through user-written functions are no longer comparable (sql/bootstrap.sql).
 CREATE OR REPLACE FUNCTION softfk.key_comparison(
     parent regclass, parent_attnum int2, child regclass, child_attnum int2,

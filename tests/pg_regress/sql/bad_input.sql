@@ -148,6 +148,10 @@ SELECT count(*) AS discovered FROM softfk_discover('pg_class');
 SELECT softfk_add('unlogged_enrollment', 'user_id', 'unlogged_user');
 SELECT softfk_add('unlogged_enrollment', 'id', 'auth_user', validate => 'off');
 SELECT child, child_column, parent FROM softfk_references WHERE child = 'unlogged_enrollment'::regclass ORDER BY 2;
+-- Nor can ALTER TABLE make it so later.
+ALTER TABLE unlogged_enrollment SET LOGGED;
+ALTER TABLE auth_user SET UNLOGGED;
+SELECT relname, relpersistence FROM pg_class WHERE relname IN ('unlogged_enrollment', 'auth_user') ORDER BY 1;
 
 -- A child that is also the parent (a manager column), and the longest identifiers PostgreSQL
 -- keeps (63 bytes) with quotes, spaces and non-ASCII letters: registered, checked, purged,
