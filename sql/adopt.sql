@@ -282,27 +282,44 @@ END $$;
 -- its commit on (so the second step can scan without missing any), takes SHARE ROW EXCLUSIVE
 -- on child and parent only for a moment, and does not scan. PostgreSQL 15 refuses NOT VALID
 -- on a partitioned table: its leaf partitions get the key instead, under the same name.
-CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS void
+CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     clause text;
     leaf regclass;
+    fk record;
 BEGIN
     IF child IS NULL OR child_column IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    clause := softfk.foreign_key_clause(child, child_column);
+    PERFORM softfk.foreign_key_clause(child, child_column);  -- refuses what has no native key
     -- The lock ADD FOREIGN KEY takes anyway, before looking: two calls at once do not both
     -- add a key.
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', child);
-    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
-        RETURN;  -- added by a softfk_revert that did not finish: the second step validates it
+    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated) THEN
+        -- Left by a softfk_revert that stopped after this step. on_delete may have changed
+        -- since, or partitions been added: take those keys off and add them afresh — unless
+        -- there are orphans now: then false, and the procedure commits their removal and
+        -- reports the orphans.
+        FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
+        END LOOP;
+        BEGIN
+            PERFORM softfk.refuse_orphans(child, child_column);
+        EXCEPTION WHEN foreign_key_violation THEN
+            RETURN false;
+        END;
+    ELSIF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
+        RETURN true;  -- validated by a softfk_revert that stopped before its last step
+    ELSE
+        PERFORM softfk.refuse_orphans(child, child_column);
     END IF;
-    PERFORM softfk.refuse_orphans(child, child_column);
+    clause := softfk.foreign_key_clause(child, child_column);  -- (the name is free again)
     FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
         EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
     END LOOP;
+    RETURN true;
 END $$;
 
 -- softfk_revert, second transaction: VALIDATE CONSTRAINT scans the child under SHARE UPDATE
@@ -354,7 +371,13 @@ DECLARE
     code text;
 BEGIN
     PERFORM softfk.revert_outside_transaction_block();
-    PERFORM softfk.revert_prepare(child, child_column);
+    IF NOT softfk.revert_prepare(child, child_column) THEN
+        COMMIT;  -- the unvalidated keys of an earlier call are off again
+        PERFORM softfk.refuse_orphans(child, child_column);
+        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": rows reference no parent row',
+                        child_column, child
+            USING ERRCODE = 'foreign_key_violation', DETAIL = 'The soft reference is left as it was.';
+    END IF;
     COMMIT;
     -- From here on a NOT VALID key is committed: an error (a lock timeout, a cancel) leaves
     -- it, and says so.

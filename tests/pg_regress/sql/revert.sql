@@ -106,9 +106,11 @@ CALL softfk_revert('enrollment', 'user_id');
 SELECT * FROM foreign_keys WHERE relation = 'enrollment';
 SELECT child, child_column FROM softfk_references WHERE child = 'enrollment'::regclass;
 
--- An interrupted revert (first step committed, second not run) finishes on the next call.
+-- An interrupted revert (first step committed, second not run) finishes on the next call,
+-- with what the registration says by then (here on_delete changed in between).
 DELETE FROM enrollment WHERE user_id = 44;
 SELECT softfk.revert_prepare('enrollment', 'user_id');
+SELECT softfk_alter('enrollment', 'user_id', on_delete => 'no action');
 CALL softfk_revert('enrollment', 'user_id');
 SELECT * FROM foreign_keys WHERE relation = 'enrollment';
 SELECT count(*) AS still_registered FROM softfk_references WHERE child = 'enrollment'::regclass;
