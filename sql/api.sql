@@ -81,6 +81,9 @@ SELECT r.child_table  AS child,
   JOIN pg_catalog.pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
  ORDER BY r.child_table::text, ca.attname;
 COMMENT ON VIEW softfk_references IS 'Every soft reference, with current table and column names.';
+-- Catalog-level facts (which column references which), readable by all as pg_constraint is;
+-- softfk_revert, run by a child's owner, reads it.
+GRANT SELECT ON softfk_references TO PUBLIC;
 
 CREATE FUNCTION softfk_purge()
 RETURNS TABLE (child regclass, child_column text, parent regclass, on_delete text, rows bigint)

@@ -191,7 +191,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     )
     SELECT idx.indexrelid::regclass,
            quote_ident(n.nspname) || '.' || o.oprname,
-           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, NULL) END,
+           -- (-1, not NULL: with NULL, bpchar prints as character, which reads as char(1).)
+           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, -1) END,
            o.oprcode,
            op.amoprighttype,
            idx.collation,

@@ -9,7 +9,7 @@ DROP FUNCTION softfk_discover(regclass);
 DROP FUNCTION softfk.looks_like_reference(name, regclass);
 DROP FUNCTION softfk_adopt(regclass, name);
 
--- The API's C functions pin search_path (sql/api.sql).
+-- The API's C functions pin search_path (sql/api.sql); the list of references is readable by all.
 ALTER FUNCTION softfk_add(regclass, name, regclass, name, text, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk_alter(regclass, name, text, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk_drop(regclass, name) SET search_path = pg_catalog, pg_temp;
@@ -17,6 +17,7 @@ ALTER FUNCTION orphan_report() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk.orphan_rows_query(regclass, name) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk_purge() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk_restore(regclass, text) SET search_path = pg_catalog, pg_temp;
+GRANT SELECT ON softfk_references TO PUBLIC;
 
 -- Long trigger names end with an md5 tag (sql/check.sql). Existing triggers keep their names:
 -- pg_softfk finds its triggers by function and arguments.
@@ -101,7 +102,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     )
     SELECT idx.indexrelid::regclass,
            quote_ident(n.nspname) || '.' || o.oprname,
-           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, NULL) END,
+           -- (-1, not NULL: with NULL, bpchar prints as character, which reads as char(1).)
+           CASE WHEN op.amoprighttype <> ct.oid THEN format_type(op.amoprighttype, -1) END,
            o.oprcode,
            op.amoprighttype,
            idx.collation,
@@ -132,6 +134,22 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
       LEFT JOIN pg_operator o ON o.oid = op.amopopr
       LEFT JOIN pg_namespace n ON n.oid = o.oprnamespace
 $$;
+
+-- Registrations that 0.1.0 accepted and 0.2.0 can no longer check: say which.
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT ref.child_table, ref.child_column, ref.parent_table
+               FROM softfk.reference ref
+               LEFT JOIN LATERAL softfk.key_comparison(ref.parent_table, ref.parent_attnum,
+                                                       ref.child_table, ref.child_attnum) k ON true
+              WHERE k.operator IS NULL
+    LOOP
+        RAISE WARNING 'soft reference %(%) -> % compares its keys through a user-written cast, which pg_softfk no longer applies', r.child_table, r.child_column, r.parent_table
+            USING HINT = 'Remove it with softfk_drop(), or change the column type so that the keys compare directly.';
+    END LOOP;
+END $$;
 
 -- sql/adopt.sql as of 0.2.0.
 -- Adopting an existing schema: finding the columns that reference a parent (native foreign
@@ -285,6 +303,9 @@ AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
 COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
 'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was).';
 
+CREATE FUNCTION softfk.lock_for_adopt(child regclass, parent regclass) RETURNS void
+VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'lock_for_adopt_wrapper';
+
 CREATE FUNCTION softfk.revert_outside_transaction_block() RETURNS void
 VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'revert_outside_transaction_block_wrapper';
 
@@ -351,10 +372,8 @@ BEGIN
         RAISE NOTICE 'foreign key "%" did not delete child rows: the soft reference will not purge anything (on_delete ''no action'')', fk.conname
             USING HINT = 'orphan_report() shows what deleted parents leave behind; softfk_alter(child, column, on_delete => ''cascade'') purges them.';
     END IF;
-    -- Dropping the constraint below takes ACCESS EXCLUSIVE on both tables; taking it first
-    -- means no registration of another child of the parent can deadlock with this one (it
-    -- would hold ACCESS SHARE on the parent while it counts orphans, and wait for us).
-    EXECUTE format('LOCK TABLE %s, %s IN ACCESS EXCLUSIVE MODE', child, fk.parent);
+    -- The locks dropping the constraint takes, first (src/adopt.rs).
+    PERFORM softfk.lock_for_adopt(child, fk.parent);
     EXECUTE format('SELECT %I.softfk_add($1, $2, $3, $4, $5, $6)', softfk.api_schema())
        USING child, child_column, fk.parent, fk.parent_column, action, 'deferred'::text;
     -- Its name and options, for softfk_revert.
@@ -415,13 +434,13 @@ BEGIN
 END $$;
 
 -- softfk_revert, first transaction: the foreign key, NOT VALID. It checks every write from
--- its commit on (so the second step can scan without missing any), takes SHARE ROW EXCLUSIVE
--- on child and parent only for a moment, and does not scan. PostgreSQL 15 refuses NOT VALID
--- on a partitioned table: its leaf partitions get the key instead, under the same name.
-CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS boolean
+-- its commit on (so the second step can scan without missing any). The orphan count before it
+-- scans the child under no lock but ACCESS SHARE; adding the key takes SHARE ROW EXCLUSIVE on
+-- child and parent for a moment and scans nothing. PostgreSQL 15 refuses NOT VALID on a
+-- partitioned table: its leaf partitions get the key instead, under the same name.
+CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    clause text;
     leaf regclass;
     fk record;
 BEGIN
@@ -430,32 +449,25 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
     PERFORM softfk.foreign_key_clause(child, child_column);  -- refuses what has no native key
-    -- The lock ADD FOREIGN KEY takes anyway, before looking: two calls at once do not both
-    -- add a key.
-    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', child);
-    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated) THEN
-        -- Left by a softfk_revert that stopped after this step. on_delete may have changed
-        -- since, or partitions been added: take those keys off and add them afresh — unless
-        -- there are orphans now: then false, and the procedure commits their removal and
-        -- reports the orphans.
-        FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
-            EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
-        END LOOP;
-        BEGIN
-            PERFORM softfk.refuse_orphans(child, child_column);
-        EXCEPTION WHEN foreign_key_violation THEN
-            RETURN false;
-        END;
-    ELSIF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
-        RETURN true;  -- validated by a softfk_revert that stopped before its last step
-    ELSE
+    IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
+        -- Before any lock: the count scans the child. (Orphans written after it fail the
+        -- validation in the second step.)
         PERFORM softfk.refuse_orphans(child, child_column);
     END IF;
-    clause := softfk.foreign_key_clause(child, child_column);  -- (the name is free again)
-    FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
-        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
+    -- The lock ADD FOREIGN KEY takes anyway, before looking again: two calls at once do not
+    -- both add a key.
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', child);
+    IF EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE k.validated) THEN
+        RETURN;  -- validated by a softfk_revert that stopped before its last step
+    END IF;
+    -- Unvalidated keys left by a softfk_revert that stopped after this step: on_delete may
+    -- have changed since, or partitions been added. Take them off and add them afresh.
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
     END LOOP;
-    RETURN true;
+    FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
+        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, softfk.foreign_key_clause(child, child_column));
+    END LOOP;
 END $$;
 
 -- softfk_revert, second transaction: VALIDATE CONSTRAINT scans the child under SHARE UPDATE
@@ -505,24 +517,19 @@ DECLARE
     validated boolean;
     message text;
     code text;
+    detail text;
 BEGIN
     PERFORM softfk.revert_outside_transaction_block();
-    IF NOT softfk.revert_prepare(child, child_column) THEN
-        COMMIT;  -- the unvalidated keys of an earlier call are off again
-        PERFORM softfk.refuse_orphans(child, child_column);
-        RAISE EXCEPTION 'cannot put back a foreign key on column "%" of table "%": rows reference no parent row',
-                        child_column, child
-            USING ERRCODE = 'foreign_key_violation', DETAIL = 'The soft reference is left as it was.';
-    END IF;
+    PERFORM softfk.revert_prepare(child, child_column);
     COMMIT;
     -- From here on a NOT VALID key is committed: an error (a lock timeout, a cancel) leaves
     -- it, and says so.
     BEGIN
         validated := softfk.revert_validate(child, child_column);
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
         RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
-            DETAIL = 'The foreign key added NOT VALID by the first step stays, with the soft reference.',
+            DETAIL = concat_ws(' ', nullif(detail, ''), 'The foreign key added NOT VALID by the first step stays, with the soft reference.'),
             HINT = format('CALL softfk_revert(%L, %L) again to finish, or drop the NOT VALID key.', child::text, child_column);
     END;
     IF NOT validated THEN
@@ -536,9 +543,9 @@ BEGIN
     BEGIN
         PERFORM softfk.revert_finish(child, child_column);
     EXCEPTION WHEN OTHERS THEN
-        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE;
+        GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
         RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
-            DETAIL = 'The foreign key is in place and validated; the soft reference is still registered.',
+            DETAIL = concat_ws(' ', nullif(detail, ''), 'The keys validated by the second step stay; the soft reference is still registered.'),
             HINT = format('CALL softfk_revert(%L, %L) again to finish.', child::text, child_column);
     END;
 END $$;

@@ -121,6 +121,22 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
     clause
 }
 
+/// SQL: softfk.lock_for_adopt(child regclass, parent regclass)
+/// softfk_adopt, first: ACCESS EXCLUSIVE on child and parent, which dropping the foreign key
+/// takes anyway (its triggers live on both), so that no registration of another child of the
+/// same parent — which holds ACCESS SHARE on it while it counts orphans — can deadlock with
+/// the adoption. The caller must own the child; LOCK TABLE would also ask for UPDATE on the
+/// parent, which ALTER TABLE ... DROP CONSTRAINT does not.
+#[pg_extern(sql = false)]
+fn lock_for_adopt(child: Option<pg_sys::Oid>, parent: Option<pg_sys::Oid>) {
+    let child = required(child, "child");
+    let parent = required(parent, "parent");
+    registry::require_owner(child);
+    for table in [child, parent] {
+        unsafe { pg_sys::LockRelationOid(table, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE) };
+    }
+}
+
 /// SQL: softfk.revert_outside_transaction_block()
 /// softfk_revert commits between its steps: refused inside a transaction block, with core's
 /// own error (25001, as for VACUUM), before anything is done.

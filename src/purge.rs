@@ -699,10 +699,21 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         // triggers, defaults and constraints never run with more rights than that owner has.
         let mut run = |keys: &[String]| {
             let lock_timeout = LOCK_TIMEOUT.get().to_string();
+            // pg_temp last: otherwise it is searched first, and anyone's temporary type could
+            // stand in for a type the statement names.
             let child_search_path = CHILD_SEARCH_PATH
                 .get()
                 .map(|path| path.to_string_lossy().into_owned())
-                .filter(|path| !path.trim().is_empty());
+                .filter(|path| !path.trim().is_empty())
+                .map(|path| {
+                    let mut schemas: Vec<&str> = path
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|schema| !schema.trim_matches('"').eq_ignore_ascii_case("pg_temp"))
+                        .collect();
+                    schemas.push("pg_temp");
+                    schemas.join(", ")
+                });
             let mut settings = vec![(c"lock_timeout", lock_timeout.as_str()), KEY_DATESTYLE, KEY_INTERVALSTYLE];
             if let Some(path) = child_search_path.as_deref() {
                 settings.push((c"search_path", path));

@@ -83,7 +83,7 @@ pub fn load(which: Which) -> Vec<Reference> {
                     UNION ALL
                     SELECT t.oid, t.typtype, t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typbasetype
                      WHERE base.typtype = 'd')
-                SELECT format_type(base.oid, NULL) FROM base WHERE base.typtype <> 'd'),
+                SELECT format_type(base.oid, -1) FROM base WHERE base.typtype <> 'd'),
                r.id, r.on_delete
           FROM softfk.reference r
           JOIN pg_class c ON c.oid = r.child_table

@@ -126,6 +126,15 @@ CREATE CAST (app.level AS int) WITH FUNCTION app.level_number(app.level) AS IMPL
 CREATE TABLE app.badge (id int PRIMARY KEY, level app.level);
 SELECT softfk_add('app.badge', 'level', 'auth_user');
 RESET ROLE;
+
+-- Adopting and reverting need what the foreign key itself needs: owning the child and
+-- REFERENCES on the parent (not UPDATE on it, which LOCK TABLE would ask for).
+SET ROLE regress_softfk_app;
+CREATE TABLE app.note (id int PRIMARY KEY, user_id int REFERENCES auth_user ON DELETE CASCADE);
+SELECT softfk_adopt('app.note', 'user_id');
+CALL softfk_revert('app.note', 'user_id');
+SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'app.note'::regclass AND contype = 'f';
+RESET ROLE;
 SELECT who, count(*) FROM trap.ran_as GROUP BY who;
 
 DROP SCHEMA trap, app CASCADE;
