@@ -260,6 +260,17 @@ BEGIN
      WHERE r.child = foreign_keys_on.child AND r.child_column = foreign_keys_on.child_column;
 END $$;
 
+-- Take off the keys an unfinished softfk_revert added but did not validate.
+CREATE FUNCTION softfk.drop_unvalidated_keys(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+BEGIN
+    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
+    END LOOP;
+END $$;
+
 -- A native foreign key cannot be validated over orphans: refuse with their count.
 CREATE FUNCTION softfk.refuse_orphans(child regclass, child_column name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -288,7 +299,7 @@ CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     leaf regclass;
-    fk record;
+    clause text;
 BEGIN
     IF child IS NULL OR child_column IS NULL THEN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
@@ -308,11 +319,10 @@ BEGIN
     END IF;
     -- Unvalidated keys left by a softfk_revert that stopped after this step: on_delete may
     -- have changed since, or partitions been added. Take them off and add them afresh.
-    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) LOOP
-        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
-    END LOOP;
+    PERFORM softfk.drop_unvalidated_keys(child, child_column);
+    clause := softfk.foreign_key_clause(child, child_column);  -- (after the drop: the name is free)
     FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
-        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, softfk.foreign_key_clause(child, child_column));
+        EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
     END LOOP;
 END $$;
 
@@ -331,9 +341,7 @@ BEGIN
     END LOOP;
     RETURN true;
 EXCEPTION WHEN foreign_key_violation THEN
-    FOR fk IN SELECT * FROM softfk.foreign_keys_on(child, child_column) k WHERE NOT k.validated LOOP
-        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', fk.relation, fk.constraint_name);
-    END LOOP;
+    PERFORM softfk.drop_unvalidated_keys(child, child_column);
     RETURN false;
 END $$;
 

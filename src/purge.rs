@@ -683,6 +683,23 @@ fn take_merged(
     (ids, keys)
 }
 
+/// pg_softfk.child_search_path as the purge statements get it, or None to keep the pinned
+/// one. pg_temp goes last: otherwise it is searched first, and anyone's temporary type could
+/// stand in for a type the statement names.
+fn child_search_path() -> Option<String> {
+    let path = CHILD_SEARCH_PATH.get()?.to_string_lossy().into_owned();
+    if path.trim().is_empty() {
+        return None;
+    }
+    let mut schemas: Vec<&str> = path
+        .split(',')
+        .map(str::trim)
+        .filter(|schema| !schema.trim_matches('"').eq_ignore_ascii_case("pg_temp"))
+        .collect();
+    schemas.push("pg_temp");
+    Some(schemas.join(", "))
+}
+
 /// Apply one reference's action for the entry's keys, in the child and each of its leaf
 /// partitions. Returns the rows changed, and whether some statement hit the row limit (for a
 /// whole-table entry, there may be more).
@@ -693,31 +710,17 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let _check = ParentCheck::prepare(reference, owner);
     let mut rows = Rows::default();
     let mut hit_limit = false;
+    let lock_timeout = LOCK_TIMEOUT.get().to_string();
+    let child_search_path = child_search_path();
+    let mut settings = vec![(c"lock_timeout", lock_timeout.as_str()), KEY_DATESTYLE, KEY_INTERVALSTYLE];
+    if let Some(path) = child_search_path.as_deref() {
+        settings.push((c"search_path", path));
+    }
     for leaf in as_extension_owner(|| leaves(reference)) {
         let sql = reference.purge_sql(&leaf, skip_locked);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
         let mut run = |keys: &[String]| {
-            let lock_timeout = LOCK_TIMEOUT.get().to_string();
-            // pg_temp last: otherwise it is searched first, and anyone's temporary type could
-            // stand in for a type the statement names.
-            let child_search_path = CHILD_SEARCH_PATH
-                .get()
-                .map(|path| path.to_string_lossy().into_owned())
-                .filter(|path| !path.trim().is_empty())
-                .map(|path| {
-                    let mut schemas: Vec<&str> = path
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|schema| !schema.trim_matches('"').eq_ignore_ascii_case("pg_temp"))
-                        .collect();
-                    schemas.push("pg_temp");
-                    schemas.join(", ")
-                });
-            let mut settings = vec![(c"lock_timeout", lock_timeout.as_str()), KEY_DATESTYLE, KEY_INTERVALSTYLE];
-            if let Some(path) = child_search_path.as_deref() {
-                settings.push((c"search_path", path));
-            }
             let changed = as_role(owner, || with_settings(&settings, || execute(&sql, keys)));
             match reference.on_delete.as_str() {
                 "set null" => rows.nulled += changed.count,

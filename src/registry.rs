@@ -161,12 +161,7 @@ pub fn load_child(child: pg_sys::Oid, child_column: &str) -> Reference {
     load(Which::Child(child, child_column)).pop().unwrap_or_else(|| {
         let table = read_one::<String>("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", &[child.into()])
             .unwrap_or_else(|| child.to_string());
-        error(
-            ERRCODE_UNDEFINED_OBJECT,
-            format!("column \"{child_column}\" of table \"{table}\" has no soft reference"),
-        )
-        .hint("SELECT * FROM softfk_references lists the registered ones.")
-        .raise()
+        not_registered(&table, child_column)
     })
 }
 
@@ -321,7 +316,7 @@ fn softfk_alter(
         &[child.into(), column.attnum.into(), on_delete.into(), validate.into()],
     ))
     .expect("updating softfk.reference")
-    .unwrap_or_else(|| not_registered(&child_rel, &column));
+    .unwrap_or_else(|| not_registered(&child_rel.name, &column.name));
     if let Some(validate) = validate {
         check::remove(id, child);
         check::install(id, child, &column.name, validate);
@@ -345,15 +340,15 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
         &[child.into(), column.attnum.into()],
     ))
     .expect("deleting from softfk.reference");
-    let id = id.unwrap_or_else(|| not_registered(&child_rel, &column));
+    let id = id.unwrap_or_else(|| not_registered(&child_rel.name, &column.name));
     check::remove(id, child);
     capture::sync(parent.expect("a removed registration has a parent"));
 }
 
-fn not_registered(table: &Table, column: &Column) -> ! {
+fn not_registered(table: &str, column: &str) -> ! {
     error(
         ERRCODE_UNDEFINED_OBJECT,
-        format!("column \"{}\" of table \"{}\" has no soft reference", column.name, table.name),
+        format!("column \"{column}\" of table \"{table}\" has no soft reference"),
     )
     .hint("SELECT * FROM softfk_references lists the registered ones.")
     .raise()
