@@ -91,6 +91,10 @@ VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'softfk_purge_wrapper';
 COMMENT ON FUNCTION softfk_purge() IS
 'Run the purge now, in this transaction: apply each reference''s on_delete action to the child rows of deleted parent keys, as the background worker does. One row per reference whose rows it deleted, nulled or archived. Deletions of this same transaction wait for its commit.';
+-- A run holds the database's purge lock to its end: a role that could call it could stop the
+-- worker by leaving a transaction open. Only the extension's owner, and roles it grants
+-- EXECUTE to, may.
+REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
 
 CREATE FUNCTION softfk_restore(parent regclass, key text)
 RETURNS bigint VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
@@ -116,6 +120,7 @@ SELECT r.child_table  AS child,
        t.last_error,
        t.last_error_at
   FROM softfk.reference r
+  JOIN pg_catalog.pg_class c ON c.oid = r.child_table
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
   JOIN pg_catalog.pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
   LEFT JOIN softfk.purge_total t ON t.reference_id = r.id
@@ -125,12 +130,32 @@ SELECT r.child_table  AS child,
                min(d.deleted_at) AS oldest
           FROM softfk.deletion d
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column) q ON true
+ -- Everyone sees the references of the child tables they own (a superuser: all).
+ WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
 COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
+GRANT SELECT ON softfk_status TO PUBLIC;
 
 CREATE VIEW softfk_purge_runs AS
 SELECT id, started_by, pid, started_at, finished_at, status, batches, keys_purged,
-       rows_deleted, rows_nulled, rows_archived, errors
-  FROM softfk.purge_run
+       rows_deleted, rows_nulled, rows_archived,
+       -- Errors name keys: each shows only to the owner of its reference's child (and to
+       -- the extension's owner).
+       coalesce((SELECT pg_catalog.jsonb_agg(x.e ORDER BY x.n)
+                   FROM pg_catalog.jsonb_array_elements(run.errors) WITH ORDINALITY AS x (e, n)
+                  WHERE v.extension_owner
+                     OR EXISTS (SELECT FROM softfk.reference r
+                                  JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+                                 WHERE r.id::text = x.e OPERATOR(pg_catalog.->>) 'reference'
+                                   AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))),
+                '[]') AS errors
+  FROM softfk.purge_run run
+ CROSS JOIN (SELECT pg_catalog.pg_has_role(e.extowner, 'USAGE') AS extension_owner
+               FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_softfk') v
+ -- Runs show to the extension's owner and to the owners of registered child tables.
+ WHERE v.extension_owner
+    OR EXISTS (SELECT FROM softfk.reference r JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+                WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE'))
  ORDER BY id DESC;
 COMMENT ON VIEW softfk_purge_runs IS 'The purge run log, newest first: one row per run of the worker or of softfk_purge(), kept for a week.';
+GRANT SELECT ON softfk_purge_runs TO PUBLIC;

@@ -182,6 +182,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
          WHERE i.indrelid = parent AND i.indisunique AND i.indimmediate AND i.indisvalid
            AND i.indnkeyatts = 1 AND i.indkey[0] = parent_attnum
            AND i.indpred IS NULL AND i.indexprs IS NULL
+           -- Keys equal under a nondeterministic collation ('Alice', 'alice') are different
+           -- strings: the check and the purge could disagree about which rows a key has.
+           AND NOT EXISTS (SELECT FROM pg_collation co
+                            WHERE co.oid IN (i.indcollation[0],
+                                             (SELECT a.attcollation FROM pg_attribute a
+                                               WHERE a.attrelid = child AND a.attnum = child_attnum))
+                              AND NOT co.collisdeterministic)
          ORDER BY i.indisprimary DESC, i.indexrelid
          LIMIT 1
     ), child_type AS (

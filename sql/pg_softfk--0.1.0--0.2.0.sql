@@ -18,6 +18,69 @@ ALTER FUNCTION softfk.orphan_rows_query(regclass, name) SET search_path = pg_cat
 ALTER FUNCTION softfk_purge() SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION softfk_restore(regclass, text) SET search_path = pg_catalog, pg_temp;
 GRANT SELECT ON softfk_references TO PUBLIC;
+-- Only the extension's owner (and whom it grants) may run the purge (sql/api.sql).
+REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
+-- Float keys become text that reads back exactly (sql/purge.sql).
+ALTER FUNCTION softfk.capture_deleted_keys() SET extra_float_digits = 1;
+
+-- The purge's views show each child's owner its own references and errors (sql/api.sql).
+CREATE OR REPLACE VIEW softfk_status AS
+SELECT r.child_table  AS child,
+       ca.attname     AS child_column,
+       r.parent_table AS parent,
+       pa.attname     AS parent_column,
+       r.on_delete,
+       -- Deleted parent keys whose purge is not final yet, and whole-table purges queued
+       -- (TRUNCATE of the parent, sweeps).
+       coalesce(q.pending_keys, 0)        AS pending_keys,
+       coalesce(q.pending_full_scans, 0)  AS pending_full_scans,
+       pg_catalog.now() - q.oldest        AS oldest_pending_age,
+       coalesce(t.rows_deleted, 0)        AS rows_deleted,
+       coalesce(t.rows_nulled, 0)         AS rows_nulled,
+       coalesce(t.rows_archived, 0)       AS rows_archived,
+       t.last_run_at,
+       t.last_error,
+       t.last_error_at
+  FROM softfk.reference r
+  JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+  JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
+  JOIN pg_catalog.pg_attribute pa ON pa.attrelid = r.parent_table AND pa.attnum = r.parent_attnum
+  LEFT JOIN softfk.purge_total t ON t.reference_id = r.id
+  LEFT JOIN LATERAL (
+        SELECT sum(pg_catalog.cardinality(d.keys)) AS pending_keys,
+               count(*) FILTER (WHERE d.keys IS NULL) AS pending_full_scans,
+               min(d.deleted_at) AS oldest
+          FROM softfk.deletion d
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column) q ON true
+ -- Everyone sees the references of the child tables they own (a superuser: all).
+ WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
+ ORDER BY r.child_table::text, ca.attname;
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
+GRANT SELECT ON softfk_status TO PUBLIC;
+
+CREATE OR REPLACE VIEW softfk_purge_runs AS
+SELECT id, started_by, pid, started_at, finished_at, status, batches, keys_purged,
+       rows_deleted, rows_nulled, rows_archived,
+       -- Errors name keys: each shows only to the owner of its reference's child (and to
+       -- the extension's owner).
+       coalesce((SELECT pg_catalog.jsonb_agg(x.e ORDER BY x.n)
+                   FROM pg_catalog.jsonb_array_elements(run.errors) WITH ORDINALITY AS x (e, n)
+                  WHERE v.extension_owner
+                     OR EXISTS (SELECT FROM softfk.reference r
+                                  JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+                                 WHERE r.id::text = x.e OPERATOR(pg_catalog.->>) 'reference'
+                                   AND pg_catalog.pg_has_role(c.relowner, 'USAGE'))),
+                '[]') AS errors
+  FROM softfk.purge_run run
+ CROSS JOIN (SELECT pg_catalog.pg_has_role(e.extowner, 'USAGE') AS extension_owner
+               FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_softfk') v
+ -- Runs show to the extension's owner and to the owners of registered child tables.
+ WHERE v.extension_owner
+    OR EXISTS (SELECT FROM softfk.reference r JOIN pg_catalog.pg_class c ON c.oid = r.child_table
+                WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE'))
+ ORDER BY id DESC;
+COMMENT ON VIEW softfk_purge_runs IS 'The purge run log, newest first: one row per run of the worker or of softfk_purge(), kept for a week.';
+GRANT SELECT ON softfk_purge_runs TO PUBLIC;
 
 -- Long trigger names end with an md5 tag (sql/check.sql). Existing triggers keep their names:
 -- pg_softfk finds its triggers by function and arguments.
@@ -93,6 +156,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
          WHERE i.indrelid = parent AND i.indisunique AND i.indimmediate AND i.indisvalid
            AND i.indnkeyatts = 1 AND i.indkey[0] = parent_attnum
            AND i.indpred IS NULL AND i.indexprs IS NULL
+           -- Keys equal under a nondeterministic collation ('Alice', 'alice') are different
+           -- strings: the check and the purge could disagree about which rows a key has.
+           AND NOT EXISTS (SELECT FROM pg_collation co
+                            WHERE co.oid IN (i.indcollation[0],
+                                             (SELECT a.attcollation FROM pg_attribute a
+                                               WHERE a.attrelid = child AND a.attnum = child_attnum))
+                              AND NOT co.collisdeterministic)
          ORDER BY i.indisprimary DESC, i.indexrelid
          LIMIT 1
     ), child_type AS (

@@ -102,7 +102,7 @@ CREATE FUNCTION softfk.capture_deleted_keys() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- Keys as text the same way whatever the deleting session's settings (src/purge.rs reads them
 -- back with these).
-SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' AS $$
+SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = 1 AS $$
 DECLARE
     col  text;
     old_key text;

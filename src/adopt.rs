@@ -60,7 +60,7 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
         "no action" => "NO ACTION",
         _ => error(
             ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("on_delete '{}' has no native foreign key equivalent", reference.on_delete),
+            format!("on_delete '{}' has no native foreign key equivalent", reference.on_delete.as_str()),
         )
         .detail("A foreign key cannot keep the rows it deletes.")
         .hint("softfk_alter(child, column, on_delete => 'cascade') first if a native ON DELETE CASCADE will do.")

@@ -125,7 +125,9 @@ impl Plan {
                    format('%I(%I) -> %I(%I)', c.relname, ca.attname, p.relname, pa.attname),
                    here.attname::text, p.relname::text,
                    k.comparison_function::oid, k.right_type, k.collation, k.cast_function,
-                   leaves.tables, leaves.indexes, r.parent_table::oid
+                   leaves.tables, leaves.indexes, r.parent_table::oid,
+                   (r.child_table::oid = $2
+                    OR r.child_table::oid IN (SELECT a.relid::oid FROM pg_partition_ancestors($2) a))
               FROM softfk.reference r
               JOIN pg_class c ON c.oid = r.child_table
               JOIN pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
@@ -168,9 +170,12 @@ impl Plan {
                     let parent_tables = oids(12);
                     let parent_indexes: Vec<_> =
                         parent_tables.iter().copied().zip(oids(13)).collect();
+                    if !row.get::<bool>(15).unwrap().unwrap_or(false) {
+                        return Err(text(5));
+                    }
                     let mut depends_on = vec![table, oid(3), oid(14)];
                     depends_on.extend(parent_tables);
-                    Plan {
+                    Ok(Plan {
                         attnum: row.get::<i16>(1).unwrap().unwrap_or(0),
                         key_type: KeyType { length, by_value },
                         key_output_function: output,
@@ -185,10 +190,24 @@ impl Plan {
                         label: text(5),
                         column_name: text(6),
                         parent_name: text(7),
-                    }
+                    })
                 })
             })
         });
+        let plan = match plan {
+            Some(Ok(plan)) => Some(plan),
+            // Only the registered child (or a partition of it) may be checked: a check
+            // trigger on any other table would tell its owner, through 23503, which keys a
+            // parent they cannot read holds.
+            Some(Err(label)) => error(
+                ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("softfk.check_key() for soft reference {label} fired on another table"),
+            )
+            .detail("A soft reference's check runs only on its child table and the child's partitions.")
+            .hint("Register the table's own column with softfk_add().")
+            .raise(),
+            None => None,
+        };
         let Some(plan) = plan else {
             error(
                 ERRCODE_UNDEFINED_OBJECT,
@@ -211,14 +230,42 @@ impl Plan {
     }
 
     /// Is `key` present in the parent right now (committed, or written by this transaction)?
-    /// An index probe under SnapshotSelf, with AccessShareLock on the parent and its index
-    /// (as any SELECT takes) and no lock on the row.
+    /// An index probe with AccessShareLock on the parent and its index (as any SELECT takes)
+    /// and no lock on the row.
+    ///
+    /// The first probe runs under `SnapshotSelf`: rows committed by anyone up to the instant
+    /// each is fetched, plus this transaction's own writes, whatever their command id (a user
+    /// inserted by the same statement as the child row). Its verdict "found" is final. Its
+    /// "not found" is not: `SnapshotSelf` judges each heap tuple when it fetches it, so when
+    /// a concurrent UPDATE of the parent row is not HOT (an indexed column changed, or the
+    /// page was full) the index holds two entries, and if the updater commits between the two
+    /// fetches, the probe sees the new version as not yet committed and the old one as
+    /// already dead: neither. (Core's unique check, `_bt_check_unique`, meets the same
+    /// problem with a dirty snapshot and waits for the updater; waiting behind an update of
+    /// the user row is what this check exists to avoid.) So a miss is probed again under a
+    /// fresh MVCC snapshot, which sees every other transaction as of one instant: committed
+    /// before it, the new version; not, the old one.
     unsafe fn parent_has(&self, key: pg_sys::Datum) -> bool {
         let key = if self.cast_function == pg_sys::InvalidOid {
             key
         } else {
             pg_sys::OidFunctionCall1Coll(self.cast_function, pg_sys::InvalidOid, key)
         };
+        if self.probe(key, &raw mut pg_sys::SnapshotSelfData) {
+            return true;
+        }
+        // SAFETY: GetLatestSnapshot returns a static snapshot; RegisterSnapshot copies it and
+        // keeps our xmin (so nothing it sees is pruned) until it is unregistered below. An
+        // error in between aborts the (sub)transaction, whose resource owner releases it.
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let found = self.probe(key, snapshot);
+        pg_sys::UnregisterSnapshot(snapshot);
+        found
+    }
+
+    /// One probe of the parent's unique index (or each of its leaves' indexes) for `key`
+    /// under `snapshot`.
+    unsafe fn probe(&self, key: pg_sys::Datum, snapshot: pg_sys::Snapshot) -> bool {
         let lock = pg_sys::AccessShareLock as pg_sys::LOCKMODE;
         self.parent_indexes.iter().any(|&(table, index)| {
             let heap = pg_sys::table_open(table, lock);
@@ -234,7 +281,7 @@ impl Plan {
                 self.comparison_function,
                 key,
             );
-            let scan = pg_sys::index_beginscan(heap, index, &raw mut pg_sys::SnapshotSelfData, 1, 0);
+            let scan = pg_sys::index_beginscan(heap, index, snapshot, 1, 0);
             pg_sys::index_rescan(scan, &mut scan_key, 1, std::ptr::null_mut(), 0);
             let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
             let found =

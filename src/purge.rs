@@ -33,8 +33,9 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
 
-use crate::registry::{self, as_extension_owner, as_role, read_one, Reference};
-use crate::settings::with_settings;
+use crate::registry::{self, as_extension_owner, as_table_owner, read_one, OnDelete, Reference};
+use crate::report::PurgeSql;
+use crate::settings::{with_settings, SAFE_SEARCH_PATH};
 
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
@@ -177,15 +178,20 @@ pub fn run(mode: Mode) -> Option<RunReport> {
     if !in_transaction(mode, begin_run(mode)).unwrap_or_else(|e| e.rethrow()) {
         return None;
     }
+    // Entries that failed even with one key wait for the next run (the worker's: until their
+    // backoff has passed); entries that timed out are retried with fewer keys.
+    let mut failed_entries: Vec<i64> = match mode {
+        Mode::Worker => Backoff::waiting(),
+        Mode::Function => Vec::new(),
+    };
     // The worker logs a run only when there is work; an explicit softfk_purge() always.
-    if mode == Mode::Worker && !in_transaction(mode, work_is_ready).unwrap_or_else(|e| e.rethrow()) {
+    if mode == Mode::Worker
+        && !in_transaction(mode, || work_is_ready(&failed_entries)).unwrap_or_else(|e| e.rethrow())
+    {
         return Some(RunReport::default());
     }
     let run_id = in_transaction(mode, start_run_log(mode)).unwrap_or_else(|e| e.rethrow());
     let mut report = RunReport::default();
-    // Entries that failed even with one key wait for the next run; entries that timed out
-    // are retried with fewer keys.
-    let mut failed_entries: Vec<i64> = Vec::new();
     let mut keys_for_entry: BTreeMap<i64, i32> = BTreeMap::new();
     loop {
         if mode == Mode::Worker {
@@ -195,6 +201,7 @@ pub fn run(mode: Mode) -> Option<RunReport> {
         match outcome {
             Ok(None) => break,
             Ok(Some(done)) => {
+                Backoff::succeeded(done.entry);
                 report.batches += 1;
                 report.keys += done.keys;
                 for (reference, touched) in done.rows {
@@ -230,6 +237,9 @@ pub fn run(mode: Mode) -> Option<RunReport> {
                     continue;
                 }
                 failed_entries.push(entry);
+                if mode == Mode::Worker {
+                    Backoff::failed(entry);
+                }
                 let detail = serde_json::json!({
                     "queue_entry": entry,
                     "reference": reference,
@@ -332,29 +342,52 @@ thread_local! {
     static OWN_KEYS: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
-/// The advisory lock that makes runs exclusive per database: (pg_softfk's lock class, 0).
-const RUN_LOCK: &str = "'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid::integer, 0";
+/// The lock that makes runs exclusive per database. An advisory lock, but in a key space no
+/// SQL function reaches: `pg_advisory_lock(int8)` and `(int4, int4)` set the tag's fourth
+/// field to 1 and 2; this one is [`RUN_LOCK_KIND`]. So no role can stop the purge by holding
+/// it; only a run of the purge itself (the worker, or softfk_purge(), which only the
+/// extension's owner and roles it grants may call) holds it. It shows in pg_locks as an
+/// advisory lock with objid = softfk.purge_run's oid and objsubid = [`RUN_LOCK_KIND`].
+fn run_lock_tag() -> pg_sys::LOCKTAG {
+    let table = read_one::<pg_sys::Oid>("SELECT 'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid", &[])
+        .expect("softfk.purge_run exists");
+    pg_sys::LOCKTAG {
+        locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
+        locktag_field2: 0,
+        locktag_field3: table.to_u32(),
+        locktag_field4: RUN_LOCK_KIND,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    }
+}
+
+/// The fourth field of the run lock's tag: 'sf'.
+const RUN_LOCK_KIND: u16 = 0x7366;
 
 /// Take the run lock: the worker holds it for the session and gives way when it is taken;
 /// softfk_purge() holds it for its transaction and waits.
 fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
-    move || match mode {
-        Mode::Worker => {
-            read_one::<bool>(&format!("SELECT pg_catalog.pg_try_advisory_lock({RUN_LOCK})"), &[])
-                .unwrap_or(false)
-        }
-        Mode::Function => {
-            Spi::run(&format!("SELECT pg_catalog.pg_advisory_xact_lock({RUN_LOCK})"))
-                .expect("taking the purge run lock");
-            true
-        }
+    move || {
+        let tag = run_lock_tag();
+        let exclusive = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+        // SAFETY: `tag` is a complete lock tag; a session lock (worker) is released by
+        // end_worker_run() or at process exit, a transaction lock at the transaction's end.
+        let result = unsafe {
+            match mode {
+                Mode::Worker => pg_sys::LockAcquire(&tag, exclusive, true, true),
+                Mode::Function => pg_sys::LockAcquire(&tag, exclusive, false, false),
+            }
+        };
+        result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
     }
 }
 
 /// The worker gives the run lock back after its run.
 pub fn end_worker_run() {
     let _ = in_transaction(Mode::Worker, || {
-        read_one::<bool>(&format!("SELECT pg_catalog.pg_advisory_unlock({RUN_LOCK})"), &[])
+        let tag = run_lock_tag();
+        // SAFETY: the session lock begin_run() took with this tag and mode.
+        unsafe { pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true) }
     });
 }
 
@@ -425,8 +458,50 @@ fn record_error(reference: i64, message: &str) {
     });
 }
 
+/// A queue row that fails even with one key is retried by the worker after a delay that
+/// doubles with each failure (1 s, 2 s, ... up to [`Backoff::LONGEST`]), while the rest of the
+/// queue is purged as usual: one bad row does not slow the worker down. softfk_purge()
+/// retries every row at once.
+struct Backoff;
+
+thread_local! {
+    /// Queue row id -> (failures in a row, not before).
+    static BACKOFF: std::cell::RefCell<BTreeMap<i64, (u32, std::time::Instant)>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+impl Backoff {
+    const LONGEST: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// The rows whose delay has not passed yet.
+    fn waiting() -> Vec<i64> {
+        let now = std::time::Instant::now();
+        BACKOFF.with_borrow(|rows| rows.iter().filter(|(_, (_, at))| *at > now).map(|(id, _)| *id).collect())
+    }
+
+    fn failed(entry: i64) {
+        let now = std::time::Instant::now();
+        BACKOFF.with_borrow_mut(|rows| {
+            // Rows that left the queue some other way (a dropped registration) are not
+            // remembered for ever.
+            if rows.len() >= 10_000 {
+                rows.retain(|_, (_, at)| *at > now);
+            }
+            let failures = rows.get(&entry).map_or(0, |(n, _)| *n) + 1;
+            let delay = std::time::Duration::from_secs(1 << (failures - 1).min(9)).min(Backoff::LONGEST);
+            rows.insert(entry, (failures, now + delay));
+        });
+    }
+
+    fn succeeded(entry: i64) {
+        BACKOFF.with_borrow_mut(|rows| rows.remove(&entry));
+    }
+}
+
 /// What one batch did.
 struct Batch {
+    /// The queue row it took.
+    entry: i64,
     keys: i64,
     rows: BTreeMap<i64, Touched>,
 }
@@ -454,8 +529,8 @@ struct Entry {
 fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
-    let (_, horizon_before) = horizon();
-    let Some(mut entry) = as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))
+    let ids_before = horizon();
+    let Some(mut entry) = as_extension_owner(|| take_entry(ids_before, failed_entries, keys_for_entry))
     else {
         return None;
     };
@@ -476,7 +551,7 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
     let references = as_extension_owner(|| {
         registry::load(registry::Which::Parent(entry.parent, &entry.parent_column))
     });
-    for reference in references.iter().filter(|r| r.on_delete != "no action") {
+    for reference in references.iter().filter(|r| r.on_delete != OnDelete::NoAction) {
         CURRENT.set((entry.id, key_count, reference.id));
         let (changed, limited) = purge_reference(reference, &entry);
         hit_limit |= limited;
@@ -486,7 +561,7 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
                 child: reference.child_oid,
                 child_column: reference.child_column.clone(),
                 parent: reference.parent_oid,
-                on_delete: reference.on_delete.clone(),
+                on_delete: reference.on_delete.as_str().to_string(),
                 rows: changed,
             },
         );
@@ -530,41 +605,54 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
             .expect("updating softfk.purge_total");
         }
     });
-    Some(Batch { keys: key_count.into(), rows })
+    Some(Batch { entry: entry.id, keys: key_count.into(), rows })
 }
 
-fn work_is_ready() -> bool {
-    let (_, horizon) = horizon();
+/// Whether a queue row other than `waiting` ones is ready (see [`take_entry`]).
+fn work_is_ready(waiting: &[i64]) -> bool {
+    let (next, horizon) = horizon();
     as_extension_owner(|| {
         read_one::<bool>(
-            "SELECT EXISTS (SELECT FROM softfk.deletion d
-                             WHERE NOT d.final_pass OR d.final_after <= $1::text::xid8)",
-            &[(horizon as i64).to_string().into()],
+            &format!("SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {READY} AND d.id <> ALL ($3))"),
+            &[(horizon as i64).to_string().into(), (next as i64).to_string().into(), waiting.to_vec().into()],
         )
     })
     .unwrap_or(false)
 }
 
+/// A queue row is ready when it has not had its first pass, or when every transaction that
+/// was running at its first pass has ended (`$1`: the horizon). A `final_after` at or beyond
+/// the next transaction id (`$2`) was not assigned by this cluster: the row came from
+/// another one (pg_dump and restore), whose transactions have all ended.
+const READY: &str = "(NOT d.final_pass OR d.final_after <= $1::text::xid8 OR d.final_after > $2::text::xid8)";
+
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
 /// through it and past its horizon. Rows of this very transaction wait for it to commit, and
 /// rows another run holds are skipped.
-fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
+fn take_entry(ids: (u64, u64), failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
+    let (next, horizon) = ids;
     let default_keys = KEYS_PER_BATCH.get();
     // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
     Spi::connect_mut(|client| {
         let found = client
             .update(
-                "SELECT d.id, d.parent_table::oid, d.parent_column::text, d.keys IS NULL,
-                        cardinality(d.keys), d.keys_done, d.final_pass
-                   FROM softfk.deletion d
-                  WHERE (NOT d.final_pass OR d.final_after <= $1::text::xid8)
-                    AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
-                    AND d.id <> ALL ($2)
-                  ORDER BY d.id
-                  LIMIT 1
-                    FOR UPDATE SKIP LOCKED",
+                &format!(
+                    "SELECT d.id, d.parent_table::oid, d.parent_column::text, d.keys IS NULL,
+                            cardinality(d.keys), d.keys_done, d.final_pass
+                       FROM softfk.deletion d
+                      WHERE {READY}
+                        AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                        AND d.id <> ALL ($3)
+                      ORDER BY d.id
+                      LIMIT 1
+                        FOR UPDATE SKIP LOCKED"
+                ),
                 None,
-                &[(horizon as i64).to_string().into(), failed_entries.to_vec().into()],
+                &[
+                    (horizon as i64).to_string().into(),
+                    (next as i64).to_string().into(),
+                    failed_entries.to_vec().into(),
+                ],
             )
             .expect("reading softfk.deletion")
             .first();
@@ -607,7 +695,7 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
         };
         let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
         if keys_done == 0 && done_after == total_keys && room > 0 {
-            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, keys_for_entry, room);
+            let (ids, more) = take_merged(client, &entry, (next, horizon), failed_entries, keys_for_entry, room);
             entry.merged = ids;
             entry.keys.as_mut().expect("a keyed entry").extend(more);
         }
@@ -621,7 +709,7 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
 fn take_merged(
     client: &mut pgrx::spi::SpiClient<'_>,
     entry: &Entry,
-    horizon: u64,
+    (next, horizon): (u64, u64),
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
     room: i32,
@@ -631,22 +719,25 @@ fn take_merged(
     let excluded: Vec<i64> = failed_entries.iter().copied().chain(keys_for_entry.keys().copied()).collect();
     let candidates: Vec<(i64, i32)> = client
         .select(
-            "SELECT d.id, cardinality(d.keys)
-               FROM softfk.deletion d
-              WHERE d.parent_table::oid = $1 AND d.parent_column = $2 AND d.final_pass = $3
-                AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $4
-                AND (NOT d.final_pass OR d.final_after <= $5::text::xid8)
-                AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
-                AND d.id <> ALL ($6)
-              ORDER BY d.id
-              LIMIT $7",
+            &format!(
+                "SELECT d.id, cardinality(d.keys)
+                   FROM softfk.deletion d
+                  WHERE {READY}
+                    AND d.parent_table::oid = $3 AND d.parent_column = $4 AND d.final_pass = $5
+                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $6
+                    AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                    AND d.id <> ALL ($7)
+                  ORDER BY d.id
+                  LIMIT $8"
+            ),
             None,
             &[
+                (horizon as i64).to_string().into(),
+                (next as i64).to_string().into(),
                 entry.parent.into(),
                 entry.parent_column.as_str().into(),
                 entry.final_pass.into(),
                 entry.id.into(),
-                (horizon as i64).to_string().into(),
                 excluded.into(),
                 room.into(),
             ],
@@ -683,13 +774,13 @@ fn take_merged(
     (ids, keys)
 }
 
-/// pg_softfk.child_search_path as the purge statements get it, or None to keep the pinned
-/// one. pg_temp goes last: otherwise it is searched first, and anyone's temporary type could
-/// stand in for a type the statement names.
-fn child_search_path() -> Option<String> {
-    let path = CHILD_SEARCH_PATH.get()?.to_string_lossy().into_owned();
+/// The search_path purge statements run with: pg_softfk.child_search_path, or the pinned
+/// one when it is empty. pg_temp goes last: otherwise it is searched first, and anyone's
+/// temporary type could stand in for a type the statement names.
+fn child_search_path() -> String {
+    let path = CHILD_SEARCH_PATH.get().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     if path.trim().is_empty() {
-        return None;
+        return SAFE_SEARCH_PATH.1.to_string();
     }
     let mut schemas: Vec<&str> = path
         .split(',')
@@ -697,7 +788,7 @@ fn child_search_path() -> Option<String> {
         .filter(|schema| !schema.trim_matches('"').eq_ignore_ascii_case("pg_temp"))
         .collect();
     schemas.push("pg_temp");
-    Some(schemas.join(", "))
+    schemas.join(", ")
 }
 
 /// Apply one reference's action for the entry's keys, in the child and each of its leaf
@@ -705,30 +796,38 @@ fn child_search_path() -> Option<String> {
 /// whole-table entry, there may be more).
 fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     let limit = ROWS_PER_STATEMENT.get();
-    let skip_locked = !entry.final_pass;
     let owner = table_owner(reference.child_oid);
     let _check = ParentCheck::prepare(reference, owner);
     let mut rows = Rows::default();
     let mut hit_limit = false;
     let lock_timeout = LOCK_TIMEOUT.get().to_string();
-    let child_search_path = child_search_path();
-    let mut settings = vec![(c"lock_timeout", lock_timeout.as_str()), KEY_DATESTYLE, KEY_INTERVALSTYLE];
-    if let Some(path) = child_search_path.as_deref() {
-        settings.push((c"search_path", path));
-    }
+    let search_path = child_search_path();
+    // Set for each statement, and every setting the child's triggers change thrown away at
+    // its end (with_settings): nothing one owner's trigger sets reaches the next statement.
+    let settings = [
+        (c"lock_timeout", lock_timeout.as_str()),
+        (c"search_path", search_path.as_str()),
+        KEY_DATESTYLE,
+        KEY_INTERVALSTYLE,
+        KEY_EXTRA_FLOAT_DIGITS,
+    ];
     for leaf in as_extension_owner(|| leaves(reference)) {
-        let sql = reference.purge_sql(&leaf, skip_locked);
+        let sql = reference.purge_sql(&leaf, entry.final_pass);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
+        // As a restricted operation (as VACUUM runs index functions): they can create no
+        // session state (temporary tables, prepared statements, held cursors, LISTEN, SET
+        // ROLE) that would outlive the statement in the worker's long-lived session.
         let mut run = |keys: &[String]| {
-            let changed = as_role(owner, || with_settings(&settings, || execute(&sql, keys)));
-            match reference.on_delete.as_str() {
-                "set null" => rows.nulled += changed.count,
-                "archive" => {
+            let changed =
+                as_table_owner(owner, || with_settings(&settings, || execute(&sql, keys)));
+            match reference.on_delete {
+                OnDelete::SetNull => rows.nulled += changed.count,
+                OnDelete::Archive => {
                     as_extension_owner(|| archive(reference, &changed.archived));
                     rows.archived += changed.count;
                 }
-                _ => rows.deleted += changed.count,
+                OnDelete::Cascade | OnDelete::NoAction => rows.deleted += changed.count,
             }
         };
         match &entry.keys {
@@ -747,7 +846,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 // anti-join, as the extension's owner), one round per leaf and batch. The
                 // entry is done when a round finds none.
                 let orphan_keys = as_extension_owner(|| {
-                    with_settings(&[KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
+                    with_settings(&KEY_TEXT_SETTINGS, || {
                         read_one::<Vec<String>>(&reference.orphan_keys_sql(&leaf), &[limit.into()])
                     })
                 })
@@ -762,11 +861,17 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
     (rows, hit_limit)
 }
 
+/// Every setting that changes how a key reads as text, pinned wherever keys become text.
+const KEY_TEXT_SETTINGS: [(&std::ffi::CStr, &str); 3] = [KEY_DATESTYLE, KEY_INTERVALSTYLE, KEY_EXTRA_FLOAT_DIGITS];
+
 /// Keys travel as text; the capture writes them with these settings (sql/purge.sql), and the
 /// purge reads them back with the same, whatever the session's: a timestamp key written under
 /// `DateStyle = 'SQL, DMY'` still reads as the same instant.
 const KEY_DATESTYLE: (&std::ffi::CStr, &str) = (c"datestyle", "ISO, YMD");
 const KEY_INTERVALSTYLE: (&std::ffi::CStr, &str) = (c"intervalstyle", "postgres");
+/// Floats as the shortest text that reads back exactly (extra_float_digits > 0): with a
+/// session's `extra_float_digits = -10`, `0.1234567890123` would be queued as `0.12346`.
+const KEY_EXTRA_FLOAT_DIGITS: (&std::ffi::CStr, &str) = (c"extra_float_digits", "1");
 
 fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
     as_extension_owner(|| {
@@ -850,14 +955,35 @@ struct Changed {
     archived: Vec<(String, String)>,
 }
 
-/// Run one purge statement.
-fn execute(sql: &str, keys: &[String]) -> Changed {
+/// Run the purge statements of one pass over one leaf for `keys`.
+fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
-    let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
     Spi::connect_mut(|client| {
-        let result = client
-            .update(sql, None, &[keys.to_vec().into()])
-            .expect("running a purge statement");
+        let keys = keys.to_vec();
+        let result = match &sql.lock {
+            None => {
+                let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
+                client.update(&sql.act, None, &[keys.into()])
+            }
+            Some(lock) => {
+                let locked = {
+                    let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
+                    client
+                        .update(lock, None, &[keys.clone().into()])
+                        .expect("locking the rows of a final purge pass")
+                        .first()
+                        .get::<Vec<String>>(1)
+                        .expect("reading the locked rows")
+                        .unwrap_or_default()
+                };
+                if locked.is_empty() {
+                    return Changed { count: 0, archived: Vec::new() };
+                }
+                let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
+                client.update(&sql.act, None, &[keys.into(), locked.into()])
+            }
+        }
+        .expect("running a purge statement");
         let count = result.len() as i64;
         let archived = if result.columns().unwrap_or(0) == 2 {
             result
@@ -1019,7 +1145,7 @@ fn absent_keys(reference: i64, keys: Vec<String>) -> Option<Vec<String>> {
         None => absent_keys_sql_for(reference, caller),
     };
     as_extension_owner(|| {
-        with_settings(&[KEY_DATESTYLE, KEY_INTERVALSTYLE], || {
+        with_settings(&KEY_TEXT_SETTINGS, || {
             read_one::<Vec<String>>(&sql, &[keys.into()])
         })
     })

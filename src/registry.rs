@@ -26,8 +26,39 @@ use crate::settings::{with_settings, SAFE_SEARCH_PATH};
 use crate::{capture, check, report};
 use crate::error::{error, required};
 
-/// What happens to child rows once their parent row is deleted.
+/// What happens to child rows once their parent row is deleted, as SQL spells it.
 pub const ON_DELETE_ACTIONS: &[&str] = &["cascade", "set null", "archive", "no action"];
+
+/// What happens to child rows once their parent row is deleted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OnDelete {
+    Cascade,
+    SetNull,
+    Archive,
+    NoAction,
+}
+
+impl OnDelete {
+    /// One of [`ON_DELETE_ACTIONS`] (the registry's CHECK constraint keeps out the rest).
+    pub fn parse(value: &str) -> OnDelete {
+        match value {
+            "cascade" => OnDelete::Cascade,
+            "set null" => OnDelete::SetNull,
+            "archive" => OnDelete::Archive,
+            "no action" => OnDelete::NoAction,
+            other => unreachable!("softfk.reference.on_delete holds '{other}'"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnDelete::Cascade => "cascade",
+            OnDelete::SetNull => "set null",
+            OnDelete::Archive => "archive",
+            OnDelete::NoAction => "no action",
+        }
+    }
+}
 /// When a child key is checked against the parent on write.
 pub const VALIDATE_MODES: &[&str] = &["deferred", "immediate", "off"];
 
@@ -35,8 +66,7 @@ pub const VALIDATE_MODES: &[&str] = &["deferred", "immediate", "off"];
 /// (report.rs) needs, with identifiers already quoted.
 pub struct Reference {
     pub id: i64,
-    /// One of [`ON_DELETE_ACTIONS`].
-    pub on_delete: String,
+    pub on_delete: OnDelete,
     /// `schema.table` of the child, quoted.
     pub child_table: String,
     /// true for a partitioned child (scanned with its partitions, not `ONLY`).
@@ -74,17 +104,25 @@ pub fn load(which: Which) -> Vec<Reference> {
                ca.attname::text,
                r.parent_table::oid, format('%I.%I', pn.nspname, p.relname), p.relkind = 'p',
                pa.attname::text,
-               k.operator, k.child_cast,
+               k.operator,
+               (SELECT format('%I.%I', tn.nspname, t.typname)
+                  FROM pg_type t JOIN pg_namespace tn ON tn.oid = t.typnamespace
+                 WHERE k.child_cast IS NOT NULL AND t.oid = k.right_type),
                format_type(ca.atttypid, ca.atttypmod),
                -- A domain's base type: casting a key to the domain would run its CHECK
-               -- constraints (anyone's functions) as the extension's owner.
+               -- constraints (anyone's functions) as the extension's owner. Named with its
+               -- schema: purge statements run child owners' triggers, and their search_path
+               -- must not decide what a cast in our SQL means.
                (WITH RECURSIVE base AS (
                     SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = pa.atttypid
                     UNION ALL
                     SELECT t.oid, t.typtype, t.typbasetype FROM base JOIN pg_type t ON t.oid = base.typbasetype
                      WHERE base.typtype = 'd')
-                SELECT format_type(base.oid, -1) FROM base WHERE base.typtype <> 'd'),
-               r.id, r.on_delete
+                SELECT format('%I.%I', tn.nspname, t.typname)
+                  FROM base JOIN pg_type t ON t.oid = base.oid
+                  JOIN pg_namespace tn ON tn.oid = t.typnamespace
+                 WHERE base.typtype <> 'd'),
+               r.id, r.on_delete, format_type(pa.atttypid, pa.atttypmod)
           FROM softfk.reference r
           JOIN pg_class c ON c.oid = r.child_table
           JOIN pg_namespace cn ON cn.oid = c.relnamespace
@@ -131,14 +169,14 @@ pub fn load(which: Which) -> Vec<Reference> {
                 .detail(format!(
                     "The parent column needs a unique index comparable with the child column; types are {} and {}.",
                     text(11),
-                    text(12)
+                    text(15)
                 ))
                 .hint("Change the column type back, or remove the soft reference with softfk_drop().")
                 .raise();
             }
             Reference {
                 id: row.get(13).unwrap().unwrap(),
-                on_delete: text(14),
+                on_delete: OnDelete::parse(&text(14)),
                 child_oid: row.get(1).unwrap().unwrap(),
                 child_table: text(2),
                 child_partitioned: row.get(3).unwrap().unwrap_or(false),
@@ -426,15 +464,30 @@ pub fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
 /// Run `f` as `role`, as core's RI triggers run their queries as a table's owner: row-level
 /// security applies as to that owner (not forced on it).
 pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    with_security_context(role, pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS, f)
+}
+
+/// Run `f` as the owner of a table, for code of that owner's that `f` fires (the purge's
+/// statements and the child's triggers): as [`as_role`], and as a restricted operation, as
+/// core runs index expressions in VACUUM, so that the owner's code can leave no session
+/// state behind (temporary objects, prepared statements, held cursors, LISTEN, SET ROLE).
+pub fn as_table_owner<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    with_security_context(
+        role,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE
+            | pg_sys::SECURITY_NOFORCE_RLS
+            | pg_sys::SECURITY_RESTRICTED_OPERATION,
+        f,
+    )
+}
+
+fn with_security_context<R>(role: pg_sys::Oid, flags: u32, f: impl FnOnce() -> R) -> R {
     let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain reads and writes of the backend's current user; an error unwinding out of
+    // `f` aborts the (sub)transaction, which restores the user and context saved at its start.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            role,
-            context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_NOFORCE_RLS as i32,
-        );
+        pg_sys::SetUserIdAndSecContext(role, context | flags as i32);
     }
     let result = f();
     unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
@@ -649,6 +702,32 @@ impl Table {
 /// The parent column needs a unique index, and the child type must compare with it through
 /// that index's equality operator: the same rule core applies to foreign keys.
 fn require_comparable(child: &Table, child_col: &Column, parent: &Table, parent_col: &Column) {
+    let nondeterministic = read_one::<String>(
+        "SELECT co.collname::text
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
+          WHERE (a.attrelid, a.attnum) IN (($1, $2), ($3, $4)) AND NOT co.collisdeterministic
+          LIMIT 1",
+        &[parent.oid.into(), parent_col.attnum.into(), child.oid.into(), child_col.attnum.into()],
+    );
+    if let Some(collation) = nondeterministic {
+        // The check probes the parent's index with its collation, the purge deletes the child
+        // rows equal to the deleted key: under a nondeterministic collation 'alice' matches
+        // 'Alice' in one and not the other, and orphans would stay for ever.
+        error(
+            ERRCODE_FEATURE_NOT_SUPPORTED,
+            format!(
+                "soft reference from \"{}\" to \"{}\" cannot use a nondeterministic collation",
+                child.name, parent.name
+            ),
+        )
+        .detail(format!(
+            "Column \"{}\" or \"{}\" uses collation \"{collation}\", which is not deterministic.",
+            child_col.name, parent_col.name
+        ))
+        .hint("Register columns with deterministic collations (such as the database's default).")
+        .raise();
+    }
     let (index, operator) = Spi::get_two_with_args::<String, String>(
         "SELECT k.unique_index::text, k.operator
            FROM (SELECT) always_one_row

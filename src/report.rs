@@ -16,7 +16,7 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
 use crate::error::{notice, required};
-use crate::registry::{self, Reference};
+use crate::registry::{self, OnDelete, Reference};
 use crate::scan_count;
 use crate::settings::with_settings;
 
@@ -50,20 +50,39 @@ impl Reference {
         )
     }
 
-    /// One purge statement (src/purge.rs): apply the on_delete action to the rows of `leaf`
-    /// (the child itself, or one leaf partition of it) holding one of the keys `$1` (text[])
-    /// whose parent row is absent. It runs as the child's owner, who may not read the parent:
-    /// `softfk.absent_keys` (src/purge.rs, [`Reference::absent_keys_sql`]) filters the keys as
-    /// the extension's owner under the statement's own snapshot, so a key re-created since it
-    /// was queued is never purged. 'archive' returns the rows it deleted (key, row as jsonb).
-    /// The caller bounds a statement by the number of keys it passes.
+    /// The purge statements of one pass (src/purge.rs) over `leaf` (the child itself, or one
+    /// leaf partition of it): apply the on_delete action to the rows holding one of the keys
+    /// `$1` (text[]) whose parent row is absent. They run as the child's owner, who may not
+    /// read the parent: `softfk.absent_keys` (src/purge.rs, [`Reference::absent_keys_sql`])
+    /// filters the keys as the extension's owner under the statement's own snapshot, so a key
+    /// re-created before that snapshot is never purged. 'archive' returns the rows it deleted
+    /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes.
     ///
-    /// `skip_locked` (a first pass): the rows are chosen and locked `FOR UPDATE SKIP LOCKED`,
-    /// so rows other transactions hold are left for the final pass, then changed by ctid.
-    /// Otherwise the action joins the keys directly: it waits for row locks itself, and a row
-    /// updated meanwhile is re-checked in its new version. (Locking first would write every
-    /// row twice, and the ctid detour costs a third more than the join.)
-    pub fn purge_sql(&self, leaf: &str, skip_locked: bool) -> String {
+    /// A first pass (`final_pass` false) is one statement: the rows are chosen and locked
+    /// `FOR UPDATE SKIP LOCKED` in a sub-select, then changed by ctid; rows other
+    /// transactions hold are left for the final pass.
+    ///
+    /// The final pass waits for those rows, and a wait is where a parent can come back: the
+    /// transaction holding the row may re-create the parent key before it commits, and
+    /// PostgreSQL's re-check of a row updated meanwhile re-evaluates the row's own conditions,
+    /// not `absent_keys`, computed once under the old snapshot. So the final pass is two
+    /// statements: `lock` takes the rows (`FOR UPDATE`, waiting) and returns their ctids;
+    /// `act`, under a snapshot taken after every wait, changes those rows (`$2`, tid[]) whose
+    /// key is still absent. Nobody can change a row between the two: we hold its lock.
+    ///
+    /// ```sql
+    /// -- lock (final pass only)
+    /// SELECT array_agg(l.ctid)::text[] FROM (
+    ///   SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
+    ///     JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
+    ///      FOR UPDATE OF c) l
+    /// -- act (cascade)
+    /// DELETE FROM ONLY app.enrollment c
+    ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
+    ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
+    ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
+    /// ```
+    pub fn purge_sql(&self, leaf: &str, final_pass: bool) -> PurgeSql {
         let key = self.child_key();
         let keys = format!(
             "pg_catalog.unnest(softfk.absent_keys({id}, $1)::{parent_type}[]) AS k (key)",
@@ -72,41 +91,50 @@ impl Reference {
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
         let column = quote_ident(&self.child_column);
-        let (using, condition) = if skip_locked {
+        let (lock, using, condition) = if final_pass {
             (
+                Some(format!(
+                    "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
+                       (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
+                )),
+                keys,
+                format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
+            )
+        } else {
+            (
+                None,
                 String::new(),
                 format!(
                     "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
                                           FOR UPDATE OF c SKIP LOCKED))"
                 ),
             )
-        } else {
-            (keys, key_matches)
         };
         let (delete_using, update_from) = if using.is_empty() {
             (String::new(), String::new())
         } else {
             (format!("USING {using}"), format!("FROM {using}"))
         };
-        match self.on_delete.as_str() {
-            "cascade" => format!("DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition}"),
-            "set null" => {
+        let act = match self.on_delete {
+            OnDelete::Cascade => format!("DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition}"),
+            OnDelete::SetNull => {
                 format!("UPDATE ONLY {leaf} c SET {column} = NULL {update_from} WHERE {condition}")
             }
             // The rows go to the archive in a second statement, as the extension's owner.
-            "archive" => format!(
+            OnDelete::Archive => format!(
                 "DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition} \
-                 RETURNING pg_catalog.format('%s', c.{column}), pg_catalog.to_jsonb(c)::text"
+                 RETURNING pg_catalog.format('%s', c.{column}), pg_catalog.to_jsonb(c)::pg_catalog.text"
             ),
-            other => unreachable!("on_delete {other} has no purge statement"),
-        }
+            OnDelete::NoAction => unreachable!("on_delete 'no action' has no purge statement"),
+        };
+        PurgeSql { lock, act }
     }
 
     /// Which of the keys `$1` (text[], read as the parent key's type) have no parent row:
     /// the filter inside every purge statement, as text[].
     pub fn absent_keys_sql(&self) -> String {
         format!(
-            "SELECT pg_catalog.array_agg(k.key) FROM pg_catalog.unnest($1::text[]) AS k (key) \
+            "SELECT pg_catalog.array_agg(k.key) FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k (key) \
               WHERE {absent}",
             absent = self.parent_absent(&format!("k.key::{}", self.parent_type)),
         )
@@ -157,16 +185,33 @@ impl Reference {
         }
     }
 
+    /// Whether the current user may read the child and the parent, as counting orphans does.
+    pub fn readable_by_caller(&self) -> bool {
+        registry::read_one::<bool>(
+            "SELECT pg_catalog.has_table_privilege($1, 'SELECT') AND pg_catalog.has_table_privilege($2, 'SELECT')",
+            &[self.child_oid.into(), self.parent_oid.into()],
+        )
+        .unwrap_or(false)
+    }
+
     /// One row of `orphan_report()`: counts and the first ten distinct orphan keys.
     fn report_sql(&self) -> String {
         format!(
             "SELECT pg_catalog.count(*), pg_catalog.count(DISTINCT o.key), \
-                    ((pg_catalog.array_agg(DISTINCT o.key ORDER BY o.key))[1:10])::text[] \
+                    ((pg_catalog.array_agg(DISTINCT o.key ORDER BY o.key))[1:10])::pg_catalog.text[] \
                FROM ({orphans}) o",
             orphans = self.orphan_rows_sql(),
         )
     }
 
+}
+
+/// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
+pub struct PurgeSql {
+    /// Final pass: locks the rows of keys `$1`, waiting, and returns their ctids (text[]).
+    pub lock: Option<String>,
+    /// Changes the rows of keys `$1` whose parent is absent (final pass: among ctids `$2`).
+    pub act: String,
 }
 
 /// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
@@ -209,13 +254,8 @@ fn count_orphans(reference: &Reference) -> (i64, i64, Vec<Option<String>>, i64) 
 /// read the parent is told the count was skipped.
 pub fn announce_existing_orphans(reference_id: i64) {
     let reference = registry::load(registry::Which::Id(reference_id)).pop().expect("just registered");
-    let readable = registry::read_one::<bool>(
-        "SELECT pg_catalog.has_table_privilege($1, 'SELECT') AND pg_catalog.has_table_privilege($2, 'SELECT')",
-        &[reference.child_oid.into(), reference.parent_oid.into()],
-    )
-    .unwrap_or(false);
     let column = format!("{}.{}", reference.child_table, registry::quote_identifier(&reference.child_column));
-    if !readable {
+    if !reference.readable_by_caller() {
         notice(format!("existing rows of {column} were not checked for orphans"))
             .hint("Counting them needs SELECT on the child and the parent table; orphan_report() counts them later.")
             .send();
@@ -259,7 +299,25 @@ fn orphan_report() -> TableIterator<
      name!(elapsed_ms, f64),
     ),
 > {
-    let rows: Vec<_> = registry::load(registry::Which::All)
+    // Counting reads the child and the parent with the caller's rights: references whose
+    // tables the caller may not read are left out, and named in a NOTICE.
+    let (readable, unreadable): (Vec<_>, Vec<_>) =
+        registry::load(registry::Which::All).into_iter().partition(Reference::readable_by_caller);
+    if !unreadable.is_empty() {
+        let names: Vec<_> = unreadable
+            .iter()
+            .map(|r| format!("{}.{}", r.child_table, registry::quote_identifier(&r.child_column)))
+            .collect();
+        notice(format!(
+            "orphan_report() skipped {} soft reference{} whose tables you may not read: {}",
+            names.len(),
+            if names.len() == 1 { "" } else { "s" },
+            names.join(", ")
+        ))
+        .hint("Counting orphans needs SELECT on the child and the parent table.")
+        .send();
+    }
+    let rows: Vec<_> = readable
         .into_iter()
         .map(|reference| {
             let started = Instant::now();
@@ -287,7 +345,7 @@ fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) ->
     let column = required(child_column, "child_column").to_string_lossy();
     let reference = registry::load_child(child, &column);
     format!(
-        "SELECT o.child_table::regclass, o.ctid, o.key::text, to_jsonb(o.child_row) FROM ({}) o",
+        "SELECT o.child_table::pg_catalog.regclass, o.ctid, o.key::pg_catalog.text, pg_catalog.to_jsonb(o.child_row) FROM ({}) o",
         reference.orphan_rows_sql()
     )
 }

@@ -11,10 +11,18 @@ use pgrx::pg_sys;
 /// child's owner (CVE-2018-1058's pattern).
 pub const SAFE_SEARCH_PATH: (&CStr, &str) = (c"search_path", "pg_catalog, pg_temp");
 
-/// Run `f` with each `(setting, value)` set as by `SET`; the old values come back when `f`
-/// returns, and on error with the (sub)transaction, as for a function's `SET` clause.
+/// Run `f` with each `(setting, value)` set as by `SET`, and throw away every setting changed
+/// while `f` runs when it returns: these, and whatever code `f` runs changed, even with a
+/// session-level `SET` or `set_config(..., false)`. Core does the same around maintenance
+/// commands that run table owners' code (VACUUM, ANALYZE, REINDEX): a new GUC nest level,
+/// rolled back as if aborted. Otherwise a trigger on a child table, fired by a purge
+/// statement, could leave a `search_path` behind for the next statement, which runs for
+/// another table's owner. On error the (sub)transaction's abort restores them.
 pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R {
     unsafe {
+        // SAFETY: the nest level is popped below on return, or by the enclosing
+        // (sub)transaction's abort when `f` raises an error; set_config_option copies the
+        // strings it is given.
         let nest_level = pg_sys::NewGUCNestLevel();
         for (name, value) in settings {
             let value = CString::new(*value).expect("a setting without NUL");
@@ -30,7 +38,9 @@ pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R 
             );
         }
         let result = f();
-        pg_sys::AtEOXact_GUC(true, nest_level);
+        // isCommit = false: restore every value saved at this nest level or above, including
+        // values set with GUC_ACTION_SET, which a commit would keep.
+        pg_sys::AtEOXact_GUC(false, nest_level);
         result
     }
 }

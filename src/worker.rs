@@ -318,9 +318,11 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         );
         // The worker runs as a superuser in a database others own: none of its queries may
         // resolve names through a search_path the database's owner set (ALTER DATABASE ...
-        // SET search_path). Purge statements, and the child triggers they fire, see this too.
-        // Nor may the database's defaults change how a batch runs: the final pass must see
-        // what committed after the batch began (READ COMMITTED), and write.
+        // SET search_path). Nor may the database's defaults change how a batch runs: the
+        // final pass must see what committed after the batch began (READ COMMITTED), and
+        // write. Set as a session's SET would be, which outranks database and role defaults
+        // and still lets each purge statement set its own (src/settings.rs), and a function's
+        // SET clause work as anywhere else.
         let (search_path, safe) = SAFE_SEARCH_PATH;
         for (name, value) in [
             (search_path, safe),
@@ -332,7 +334,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
                 name.as_ptr(),
                 value.as_ptr(),
                 pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_OVERRIDE,
+                pg_sys::GucSource::PGC_S_SESSION,
             );
         }
     }
@@ -345,9 +347,6 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
     }
     let mut last_sweep = std::time::Instant::now();
-    // After a run in which nothing succeeded, wait longer before the next (up to a minute):
-    // a queue row that keeps failing must not fill the run log at every naptime.
-    let mut failed_runs = 0u32;
     loop {
         check_signals();
         if !extension_exists() {
@@ -356,10 +355,10 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
         if ENABLED.get() {
             activity(c"purging");
-            if let Some(report) = purge::run(purge::Mode::Worker) {
+            // (A queue row that keeps failing waits on its own backoff, src/purge.rs: it
+            // neither fills the run log at every naptime nor slows the rest of the queue.)
+            if purge::run(purge::Mode::Worker).is_some() {
                 purge::end_worker_run();
-                let nothing_succeeded = !report.errors.is_empty() && report.batches == 0;
-                failed_runs = if nothing_succeeded { failed_runs.saturating_add(1) } else { 0 };
             }
             let interval = SWEEP_INTERVAL.get();
             if interval > 0 && last_sweep.elapsed() >= Duration::from_secs(interval as u64) {
@@ -368,8 +367,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             }
             activity(c"");
         }
-        let backoff = naptime().saturating_mul(1 << failed_runs.min(10));
-        sleep(backoff.min(naptime().max(Duration::from_secs(60))));
+        sleep(naptime());
     }
 }
 

@@ -2,7 +2,9 @@
 # capture triggers, a queue that was not purged yet, and archived rows all come across.
 # After the restore: the registrations and orphan_report() are identical, the triggers are
 # the same and work (an orphan insert is refused, a delete is captured), the restored queue
-# drains through the new cluster's worker, and archived rows can be put back.
+# drains through the new cluster's worker (also keys whose final pass waited for transaction
+# ids of the old cluster, beyond any the new one has assigned), and archived rows can be put
+# back.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -17,6 +19,7 @@ sub new_node
 	$node->init;
 	$node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
 	$node->append_conf('postgresql.conf', 'pg_softfk.purge_worker = off');
+	$node->append_conf('postgresql.conf', 'max_prepared_transactions = 2');
 	$node->start;
 	return $node;
 }
@@ -54,11 +57,22 @@ $old->safe_psql('lms', q{
 # not run yet, so their keys wait in the queue.
 $old->safe_psql('lms', 'DELETE FROM auth_user WHERE id BETWEEN 1 AND 5');
 $old->safe_psql('lms', 'SELECT count(*) FROM softfk_purge()');
+# Users 12 and 13: deleted after the old cluster has used a few thousand transaction ids, and
+# purged once while a (prepared) transaction was running: their final pass waits for every
+# transaction id below the next one then, a number the new cluster has not reached.
+$old->safe_psql('lms', 'SELECT pg_current_xact_id();' x 3000);
+$old->safe_psql('lms', 'BEGIN; SELECT pg_current_xact_id(); PREPARE TRANSACTION $$holds_the_horizon$$');
+$old->safe_psql('lms', 'DELETE FROM auth_user WHERE id IN (12, 13)');
+$old->safe_psql('lms', 'SELECT count(*) FROM softfk_purge()');
+$old->safe_psql('lms', 'COMMIT PREPARED $$holds_the_horizon$$');
+is($old->safe_psql('lms', q{SELECT count(*) FROM softfk.deletion WHERE final_pass AND final_after IS NOT NULL}),
+    '1', 'before the dump: a key waits for its final pass');
 $old->safe_psql('lms', 'DELETE FROM auth_user WHERE id BETWEEN 6 AND 10');
-is($old->safe_psql('lms', 'SELECT sum(cardinality(keys)) FROM softfk.deletion'), '5',
-    'before the dump: five deleted users are queued');
+is($old->safe_psql('lms', 'SELECT sum(cardinality(keys)) FROM softfk.deletion'), '7',
+    'before the dump: seven deleted users are queued');
 my $archived_user_1 = $old->safe_psql('lms', q{SELECT count(*) FROM softfk.archived_row WHERE key = '1'});
 ok($archived_user_1 > 0, 'and the certificates of user 1 are archived');
+
 
 my $dump = $old->basedir . '/lms.dump';
 $old->command_ok([ 'pg_dump', '-Fc', '-d', $old->connstr('lms'), '-f', $dump ], 'pg_dump -Fc');
@@ -91,8 +105,11 @@ like($new->safe_psql('lms', q{SELECT count(*) FROM pg_trigger WHERE tgname LIKE 
 my ($ret, $stdout, $stderr) = $new->psql('lms', 'INSERT INTO enrollment VALUES (5000, 999, NULL)');
 like($stderr, qr/violates soft reference/, 'the restored check trigger refuses an orphan');
 $new->safe_psql('lms', 'DELETE FROM auth_user WHERE id = 11');
-is($new->safe_psql('lms', 'SELECT sum(cardinality(keys)) FROM softfk.deletion'), '6',
+is($new->safe_psql('lms', 'SELECT sum(cardinality(keys)) FROM softfk.deletion'), '8',
     'the restored capture trigger queues a deleted user');
+is($new->safe_psql('lms', q{SELECT count(*) FROM softfk.deletion
+                             WHERE final_after > pg_snapshot_xmax(pg_current_snapshot())}),
+    '1', 'the restored queue waits for a transaction id the new cluster has not assigned');
 
 # The new cluster's worker drains the restored queue and the new entry.
 worker_on($new);
@@ -101,7 +118,7 @@ ok($new->poll_query_until('lms', q{
            AND NOT EXISTS (SELECT FROM enrollment WHERE user_id BETWEEN 6 AND 11)
            AND NOT EXISTS (SELECT FROM bookmark WHERE user_id BETWEEN 6 AND 11)
            AND NOT EXISTS (SELECT FROM certificate WHERE user_id BETWEEN 6 AND 11)}),
-    'the worker of the new cluster drains the restored queue');
+    'the worker of the new cluster drains the restored queue, also the key from beyond its ids');
 is($new->safe_psql('lms', q{SELECT count(*) FROM softfk.archived_row WHERE key::int BETWEEN 6 AND 11}),
     $old->safe_psql('lms', q{SELECT count(*) FROM certificate WHERE user_id BETWEEN 6 AND 11}),
     'archiving each of those certificates once');

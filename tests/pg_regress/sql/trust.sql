@@ -1,0 +1,143 @@
+-- Trust: what a tenant (a role that owns some child tables, nothing more) can and cannot make
+-- pg_softfk do, and keys that must purge exactly what they name.
+CREATE EXTENSION pg_softfk;
+SET client_min_messages = notice;
+
+CREATE ROLE regress_trust_tenant;
+CREATE TABLE auth_user (id int PRIMARY KEY, email text UNIQUE);
+INSERT INTO auth_user SELECT g, 'user' || g || '@example.org' FROM generate_series(1, 9) g;
+GRANT REFERENCES ON auth_user TO regress_trust_tenant;
+CREATE SCHEMA mal AUTHORIZATION regress_trust_tenant;
+-- Whom the tenant's functions ran as.
+CREATE TABLE public.ran_as (who name, superuser boolean);
+GRANT INSERT ON public.ran_as TO PUBLIC;
+
+-- 1. A purge statement runs a child owner's triggers. Whatever they change in the session
+--    (here: search_path, with set_config(..., false), which outlives a function's SET
+--    clause) is thrown away at the end of the statement, and no name in pg_softfk's SQL is
+--    looked up through a search_path: the next statement, which runs as another table's
+--    owner (here the superuser), never runs the tenant's domain mal.text and its CHECK.
+SET ROLE regress_trust_tenant;
+CREATE FUNCTION mal.spy(pg_catalog.text) RETURNS boolean LANGUAGE sql AS $$
+    INSERT INTO public.ran_as SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    SELECT true $$;
+CREATE DOMAIN mal.text AS pg_catalog.text CHECK (mal.spy(VALUE));
+CREATE FUNCTION mal.move_the_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'mal, pg_catalog, public', false);
+    RETURN OLD;
+END $$;
+CREATE TABLE mal.aaa_enrollment (id int PRIMARY KEY, user_id int);
+CREATE TRIGGER move_the_path BEFORE DELETE ON mal.aaa_enrollment
+    FOR EACH ROW EXECUTE FUNCTION mal.move_the_path();
+INSERT INTO mal.aaa_enrollment VALUES (1, 1), (2, 2);
+SELECT softfk_add('mal.aaa_enrollment', 'user_id', 'auth_user', validate => 'off');
+RESET ROLE;
+-- The superuser's table, purged after the tenant's (references are purged in name order).
+CREATE TABLE zz_history (id int PRIMARY KEY, user_id int, event text);
+INSERT INTO zz_history VALUES (1, 1, 'login'), (2, 2, 'login');
+SELECT softfk_add('zz_history', 'user_id', 'auth_user', on_delete => 'archive');
+CREATE TABLE zz_email_log (id int PRIMARY KEY, email text);
+INSERT INTO zz_email_log VALUES (1, 'user1@example.org'), (4, 'user4@example.org');
+SELECT softfk_add('zz_email_log', 'email', 'auth_user', 'email');
+SHOW search_path;
+DELETE FROM auth_user WHERE id IN (1, 2);
+SELECT child, rows FROM softfk_purge() ORDER BY child::text;
+SELECT count(*) AS archived FROM softfk.archived_row;
+SELECT who, superuser, count(*) FROM public.ran_as GROUP BY 1, 2;
+SHOW search_path;
+-- The tenant's trigger may not leave session state behind at all: a purge statement is a
+-- restricted operation, like VACUUM's calls of index functions.
+SET ROLE regress_trust_tenant;
+CREATE OR REPLACE FUNCTION mal.move_the_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE TEMPORARY TABLE left_behind (x int);
+    RETURN OLD;
+END $$;
+INSERT INTO mal.aaa_enrollment VALUES (3, 3);
+RESET ROLE;
+DELETE FROM auth_user WHERE id = 3;
+SELECT child, rows FROM softfk_purge();
+SELECT last_error FROM softfk_status WHERE child = 'mal.aaa_enrollment'::regclass;
+SELECT count(*) AS queued FROM softfk.deletion;
+SET ROLE regress_trust_tenant;
+DROP TRIGGER move_the_path ON mal.aaa_enrollment;
+RESET ROLE;
+SELECT child, rows FROM softfk_purge();
+
+-- 2. softfk_purge() holds the database's purge lock until its transaction ends: not
+--    everyone's to call. The lock itself is in a key space that no SQL function reaches
+--    (tests/isolation/specs/purge_run_lock.spec).
+SET ROLE regress_trust_tenant;
+SELECT child, rows FROM softfk_purge();
+RESET ROLE;
+
+-- 3. The check trigger acts only on the child it was installed for: attached to another
+--    table, it would tell whoever owns that table which keys exist in a parent they cannot
+--    read (here: which e-mail addresses are registered).
+SELECT r.id AS email_reference FROM softfk.reference r WHERE r.child_table = 'zz_email_log'::regclass \gset
+SET ROLE regress_trust_tenant;
+CREATE TABLE mal.guesses (email text);
+SELECT format('CREATE CONSTRAINT TRIGGER oracle AFTER INSERT ON mal.guesses FOR EACH ROW '
+              'EXECUTE FUNCTION softfk.check_key(%s)', :'email_reference') \gexec
+INSERT INTO mal.guesses VALUES ('user5@example.org');
+INSERT INTO mal.guesses VALUES ('nobody@example.org');
+RESET ROLE;
+
+-- 4. What a tenant may read: orphan_report() leaves out the references whose tables it may
+--    not read, and says so; softfk_status shows it its own references, and the run log
+--    the errors of its own references (messages name keys).
+CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'e-mail logs are kept'; END $$;
+CREATE TRIGGER keep_email_log BEFORE DELETE ON zz_email_log FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+DELETE FROM auth_user WHERE id = 4;
+SELECT child, rows FROM softfk_purge();
+DROP TRIGGER keep_email_log ON zz_email_log;
+SELECT child, rows FROM softfk_purge();
+GRANT SELECT ON auth_user TO regress_trust_tenant;
+SET ROLE regress_trust_tenant;
+INSERT INTO mal.aaa_enrollment VALUES (404, 404);
+SELECT child, orphan_rows FROM orphan_report();
+SELECT child, child_column, last_error FROM softfk_status;
+SELECT m.message, count(*) FROM softfk_purge_runs,
+       jsonb_array_elements_text(jsonb_path_query_array(errors, '$[*].message')) AS m (message)
+ GROUP BY 1 ORDER BY 1;
+RESET ROLE;
+SELECT child, orphan_rows FROM orphan_report() ORDER BY child::text;
+SELECT child, child_column, last_error FROM softfk_status ORDER BY child::text;
+SELECT m.message, count(*) FROM softfk_purge_runs,
+       jsonb_array_elements_text(jsonb_path_query_array(errors, '$[*].message')) AS m (message)
+ GROUP BY 1 ORDER BY 1;
+
+-- 5. Float keys are queued as text that reads back exactly, whatever the deleting session's
+--    extra_float_digits: the child of 0.1234567890123 is purged, not left as an orphan.
+CREATE TABLE measure (k float8 PRIMARY KEY);
+CREATE TABLE reading (id int PRIMARY KEY, k float8);
+INSERT INTO measure VALUES (0.1234567890123), (2.5);
+INSERT INTO reading VALUES (1, 0.1234567890123), (2, 2.5);
+SELECT softfk_add('reading', 'k', 'measure');
+SET extra_float_digits = -10;
+DELETE FROM measure WHERE k < 1;
+SELECT child, rows FROM softfk_purge();
+RESET extra_float_digits;
+SELECT * FROM reading;
+
+-- 6. Keys under a nondeterministic collation are refused: the check (the parent's index)
+--    would find 'Alice' for 'alice', the purge (equality in the child) would not.
+CREATE COLLATION regress_case_insensitive (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE account (login text COLLATE regress_case_insensitive PRIMARY KEY);
+CREATE TABLE login_event (id int PRIMARY KEY, login text);
+SELECT softfk_add('login_event', 'login', 'account');
+CREATE TABLE handle (login text PRIMARY KEY);
+CREATE TABLE mention (id int PRIMARY KEY, login text COLLATE regress_case_insensitive);
+SELECT softfk_add('mention', 'login', 'handle');
+SELECT count(*) AS registered FROM softfk_references WHERE child IN ('login_event'::regclass, 'mention'::regclass);
+
+DROP TABLE mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
+    login_event, account, mention, handle, public.ran_as;
+DROP FUNCTION refuse_delete();
+DROP SCHEMA mal CASCADE;
+DROP TABLE auth_user;
+DROP COLLATION regress_case_insensitive;
+DROP EXTENSION pg_softfk;
+DROP ROLE regress_trust_tenant;
