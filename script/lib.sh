@@ -108,6 +108,7 @@ run_tap() {
     (cd "$work" && as_postgres env PATH="$PG_BIN:$PATH" TESTDIR="$work" \
         PG_REGRESS="$PGXS_TEST/regress/pg_regress" SOFTFK_CLUSTER_CONF="$work/cluster.conf" \
         SOFTFK_SOAK="${SOFTFK_SOAK:-}" SOFTFK_SOAK_SECONDS="${SOFTFK_SOAK_SECONDS:-}" \
+        SOFTFK_STRESS_SECONDS="${SOFTFK_STRESS_SECONDS:-}" \
         prove -v -I "$PGXS_TEST/perl" -I "$ROOT/tests/tap" "$@")
 }
 
