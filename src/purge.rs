@@ -1095,18 +1095,24 @@ fn softfk_purge() -> TableIterator<
 /// Put back every child row archived after parent key `key` was deleted (re-create the parent
 /// first: validated references check the restored rows). The rows are inserted with the
 /// caller's rights; they leave the archive in the same transaction.
+///
+/// A row is put back as it was archived, into the child as it is now: its columns by name,
+/// generated columns computed afresh, columns added since the archiving given their defaults.
+/// A row with a value for a column the child no longer has (dropped or renamed since) is
+/// refused, with nothing restored and nothing taken out of the archive: no value is dropped
+/// silently.
 #[pg_extern(sql = false)]
 fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
     let parent = crate::error::required(parent, "parent");
     let key = crate::error::required(key, "key");
-    let archived: Vec<(String, String)> = as_extension_owner(|| {
+    let archived: Vec<(pg_sys::Oid, String)> = as_extension_owner(|| {
         Spi::connect_mut(|client| {
             client
                 .update(
                     "WITH taken AS (
                         DELETE FROM softfk.archived_row WHERE parent_table = $1 AND key = $2
                         RETURNING id, child_table, child_row)
-                     SELECT child_table::text, child_row::text FROM taken ORDER BY id",
+                     SELECT child_table::oid, child_row::text FROM taken ORDER BY id",
                     None,
                     &[parent.into(), key.into()],
                 )
@@ -1116,16 +1122,58 @@ fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
         })
     });
     for (child, row) in &archived {
+        let (table, columns, unknown) = restorable_columns(*child, row);
+        if !unknown.is_empty() {
+            crate::error::error(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!(
+                    "cannot restore archived rows of table {table}: it has no column {}",
+                    unknown.join(", ")
+                ),
+            )
+            .detail("The rows were archived with these columns, which were renamed or dropped since. Nothing was restored.")
+            .hint("Add or rename the columns back, restore, then change the table again.")
+            .raise();
+        }
+        let list = columns.join(", ");
         Spi::run_with_args(
             &format!(
-                "INSERT INTO {child} OVERRIDING SYSTEM VALUE \
-                 SELECT * FROM pg_catalog.jsonb_populate_record(NULL::{child}, $1::pg_catalog.jsonb)"
+                "INSERT INTO {table} ({list}) OVERRIDING SYSTEM VALUE \
+                 SELECT {list} FROM pg_catalog.jsonb_populate_record(NULL::{table}, $1::pg_catalog.jsonb)"
             ),
             &[row.as_str().into()],
         )
         .expect("restoring an archived row");
     }
     archived.len() as i64
+}
+
+/// For an archived row (jsonb text) of `child`: the table's name, its columns the row holds a
+/// value for that take one (not generated), quoted, and the row's keys that name no column.
+fn restorable_columns(child: pg_sys::Oid, row: &str) -> (String, Vec<String>, Vec<String>) {
+    Spi::connect(|client| {
+        let found = client
+            .select(
+                "SELECT $1::pg_catalog.regclass::pg_catalog.text,
+                        pg_catalog.array_agg(pg_catalog.quote_ident(a.attname) ORDER BY a.attnum)
+                            FILTER (WHERE a.attgenerated = ''),
+                        pg_catalog.array_agg(pg_catalog.quote_ident(k.key) ORDER BY k.key)
+                            FILTER (WHERE a.attname IS NULL)
+                   FROM pg_catalog.jsonb_object_keys($2::pg_catalog.jsonb) AS k (key)
+                   LEFT JOIN pg_catalog.pg_attribute a
+                          ON a.attrelid = $1 AND a.attname = k.key AND a.attnum > 0
+                         AND NOT a.attisdropped",
+                None,
+                &[child.into(), row.into()],
+            )
+            .expect("reading the child's columns")
+            .first();
+        (
+            found.get::<String>(1).unwrap().unwrap_or_default(),
+            found.get::<Vec<String>>(2).unwrap().unwrap_or_default(),
+            found.get::<Vec<String>>(3).unwrap().unwrap_or_default(),
+        )
+    })
 }
 
 /// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]

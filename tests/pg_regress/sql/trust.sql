@@ -133,7 +133,27 @@ CREATE TABLE mention (id int PRIMARY KEY, login text COLLATE regress_case_insens
 SELECT softfk_add('mention', 'login', 'handle');
 SELECT count(*) AS registered FROM softfk_references WHERE child IN ('login_event'::regclass, 'mention'::regclass);
 
-DROP TABLE mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
+-- 7. softfk_restore puts back what was archived, into the table as it is now, or refuses
+--    with nothing lost: generated columns are computed again, columns added since get their
+--    defaults, and a value whose column was renamed is never dropped silently.
+CREATE TABLE certificate (id int PRIMARY KEY, user_id int, grade numeric,
+                          percent numeric GENERATED ALWAYS AS (grade * 100) STORED);
+INSERT INTO certificate (id, user_id, grade) VALUES (1, 7, 0.9), (2, 8, 0.5);
+SELECT softfk_add('certificate', 'user_id', 'auth_user', on_delete => 'archive');
+DELETE FROM auth_user WHERE id IN (7, 8);
+SELECT child, rows FROM softfk_purge();
+ALTER TABLE certificate ADD COLUMN issuer text NOT NULL DEFAULT 'edX';
+INSERT INTO auth_user VALUES (7, 'user7@example.org'), (8, 'user8@example.org');
+SELECT softfk_restore('auth_user', '7');
+SELECT * FROM certificate;
+ALTER TABLE certificate RENAME COLUMN grade TO score;
+SELECT softfk_restore('auth_user', '8');
+SELECT key, child_row->>'grade' AS grade FROM softfk.archived_row WHERE child_table = 'certificate'::regclass;
+ALTER TABLE certificate RENAME COLUMN score TO grade;
+SELECT softfk_restore('auth_user', '8');
+SELECT * FROM certificate ORDER BY id;
+
+DROP TABLE certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
     login_event, account, mention, handle, public.ran_as;
 DROP FUNCTION refuse_delete();
 DROP SCHEMA mal CASCADE;
