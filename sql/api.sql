@@ -102,7 +102,9 @@ AS 'MODULE_PATHNAME', 'softfk_restore_wrapper';
 COMMENT ON FUNCTION softfk_restore(regclass, text) IS
 'Put back the child rows archived (on_delete ''archive'') after parent key "key" of "parent" was deleted; returns how many. Re-create the parent row first.';
 
-CREATE VIEW softfk_status AS
+-- security_barrier: a caller's own function in a WHERE clause cannot see the rows the
+-- filter below hides.
+CREATE VIEW softfk_status WITH (security_barrier) AS
 SELECT r.child_table  AS child,
        ca.attname     AS child_column,
        r.parent_table AS parent,
@@ -129,14 +131,17 @@ SELECT r.child_table  AS child,
                count(*) FILTER (WHERE d.keys IS NULL) AS pending_full_scans,
                min(d.deleted_at) AS oldest
           FROM softfk.deletion d
-         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column) q ON true
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
+           AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
 COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
 GRANT SELECT ON softfk_status TO PUBLIC;
 
-CREATE VIEW softfk_purge_runs AS
+-- security_barrier: a caller's own function in a WHERE clause cannot see the rows the
+-- filter below hides.
+CREATE VIEW softfk_purge_runs WITH (security_barrier) AS
 SELECT id, started_by, pid, started_at, finished_at, status, batches, keys_purged,
        rows_deleted, rows_nulled, rows_archived,
        -- Errors name keys: each shows only to the owner of its reference's child (and to

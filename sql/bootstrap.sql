@@ -87,6 +87,22 @@ BEGIN
                   DETAIL = format('After this ALTER TABLE, permanent %s would reference unlogged %s.',
                                   unlogged.child_table, unlogged.parent_table);
     END IF;
+    -- The purge nulls a 'set null' column: it must stay nullable (softfk_add refuses a NOT
+    -- NULL one for the same reason).
+    SELECT r.child_table, a.attname INTO unlogged
+      FROM softfk.reference r
+      JOIN pg_attribute a ON a.attrelid = r.child_table AND a.attnum = r.child_attnum
+     WHERE r.on_delete = 'set null' AND a.attnotnull
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = r.child_table)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column "%" of table % has a soft reference with on_delete ''set null''',
+                unlogged.attname, unlogged.child_table
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'The purge sets it to NULL when the parent row is deleted; it cannot be NOT NULL.',
+                  HINT = 'Change the soft reference first: softfk_alter(child, column, on_delete => ''cascade'').';
+    END IF;
     UPDATE softfk.reference r SET child_column = a.attname
       FROM pg_attribute a
      WHERE a.attrelid = r.child_table AND a.attnum = r.child_attnum AND a.attname <> r.child_column;

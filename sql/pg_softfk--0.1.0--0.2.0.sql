@@ -23,8 +23,16 @@ REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
 -- Float keys become text that reads back exactly (sql/purge.sql).
 ALTER FUNCTION softfk.capture_deleted_keys() SET extra_float_digits = 1;
 
+-- A reference that fails in a batch with others gets its keys in a queue row of its own
+-- (sql/purge.sql).
+ALTER TABLE softfk.deletion
+    ADD COLUMN reference_id bigint REFERENCES softfk.reference (id) ON DELETE CASCADE;
+-- The cluster whose transaction ids final_after counts in (sql/purge.sql).
+ALTER TABLE softfk.deletion
+    ADD COLUMN xid_cluster bigint NOT NULL DEFAULT (pg_catalog.pg_control_system()).system_identifier;
+
 -- The purge's views show each child's owner its own references and errors (sql/api.sql).
-CREATE OR REPLACE VIEW softfk_status AS
+CREATE OR REPLACE VIEW softfk_status WITH (security_barrier) AS
 SELECT r.child_table  AS child,
        ca.attname     AS child_column,
        r.parent_table AS parent,
@@ -51,14 +59,15 @@ SELECT r.child_table  AS child,
                count(*) FILTER (WHERE d.keys IS NULL) AS pending_full_scans,
                min(d.deleted_at) AS oldest
           FROM softfk.deletion d
-         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column) q ON true
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
+           AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
 COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
 GRANT SELECT ON softfk_status TO PUBLIC;
 
-CREATE OR REPLACE VIEW softfk_purge_runs AS
+CREATE OR REPLACE VIEW softfk_purge_runs WITH (security_barrier) AS
 SELECT id, started_by, pid, started_at, finished_at, status, batches, keys_purged,
        rows_deleted, rows_nulled, rows_archived,
        -- Errors name keys: each shows only to the owner of its reference's child (and to
@@ -121,6 +130,22 @@ BEGIN
             USING ERRCODE = 'invalid_table_definition',
                   DETAIL = format('After this ALTER TABLE, permanent %s would reference unlogged %s.',
                                   unlogged.child_table, unlogged.parent_table);
+    END IF;
+    -- The purge nulls a 'set null' column: it must stay nullable (softfk_add refuses a NOT
+    -- NULL one for the same reason).
+    SELECT r.child_table, a.attname INTO unlogged
+      FROM softfk.reference r
+      JOIN pg_attribute a ON a.attrelid = r.child_table AND a.attnum = r.child_attnum
+     WHERE r.on_delete = 'set null' AND a.attnotnull
+       AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = r.child_table)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'column "%" of table % has a soft reference with on_delete ''set null''',
+                unlogged.attname, unlogged.child_table
+            USING ERRCODE = 'invalid_table_definition',
+                  DETAIL = 'The purge sets it to NULL when the parent row is deleted; it cannot be NOT NULL.',
+                  HINT = 'Change the soft reference first: softfk_alter(child, column, on_delete => ''cascade'').';
     END IF;
     UPDATE softfk.reference r SET child_column = a.attname
       FROM pg_attribute a
@@ -216,8 +241,8 @@ BEGIN
                                                        ref.child_table, ref.child_attnum) k ON true
               WHERE k.operator IS NULL
     LOOP
-        RAISE WARNING 'soft reference %(%) -> % compares its keys through a user-written cast, which pg_softfk no longer applies', r.child_table, r.child_column, r.parent_table
-            USING HINT = 'Remove it with softfk_drop(), or change the column type so that the keys compare directly.';
+        RAISE WARNING 'soft reference %(%) -> % can no longer be checked: its keys compare through a user-written cast or a nondeterministic collation', r.child_table, r.child_column, r.parent_table
+            USING HINT = 'Remove it with softfk_drop(), or change the column so that the keys compare directly, with a deterministic collation.';
     END LOOP;
 END $$;
 

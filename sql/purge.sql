@@ -33,7 +33,14 @@ CREATE TABLE softfk.deletion (
     final_pass    boolean     NOT NULL DEFAULT false,
     -- Set by the first pass: the final pass waits until every transaction id below this one
     -- has ended.
-    final_after   xid8
+    final_after   xid8,
+    -- NULL: for every reference of the parent column. Set: for that reference alone (its
+    -- keys, handed over when it failed in a batch with other references).
+    reference_id  bigint      REFERENCES softfk.reference (id) ON DELETE CASCADE,
+    -- The cluster whose transaction ids final_after counts in (its system identifier).
+    -- Transaction ids mean nothing in another cluster: a row restored there from a dump is
+    -- ready for its final pass at once, since every transaction of its old cluster has ended.
+    xid_cluster   bigint      NOT NULL DEFAULT (pg_catalog.pg_control_system()).system_identifier
 );
 COMMENT ON TABLE softfk.deletion IS 'pg_softfk purge queue: deleted parent keys whose child rows are not purged yet';
 SELECT pg_catalog.pg_extension_config_dump('softfk.deletion', '');

@@ -258,6 +258,10 @@ impl Plan {
         // keeps our xmin (so nothing it sees is pruned) until it is unregistered below. An
         // error in between aborts the (sub)transaction, whose resource owner releases it.
         let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        // This transaction's own rows as SnapshotSelf sees them, whatever their command id: a
+        // parent row deleted by this very command (`WITH d AS (DELETE ...) INSERT ...`) is
+        // gone, not "deleted after the scan began". (The registered snapshot is our own copy.)
+        (*snapshot).curcid = pg_sys::InvalidCommandId;
         let found = self.probe(key, snapshot);
         pg_sys::UnregisterSnapshot(snapshot);
         found

@@ -5,28 +5,32 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 
 /// A message about to be sent: add a detail or hint, then `raise()` an error or `send()` a
 /// notice.
-pub struct Message(ErrorReport);
+pub struct Message(ErrorReport, PgLogLevel);
 
 pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> Message {
-    Message(ErrorReport::new(code, message.into(), "pg_softfk"))
+    Message(ErrorReport::new(code, message.into(), "pg_softfk"), PgLogLevel::ERROR)
 }
 
 pub fn notice(message: impl Into<String>) -> Message {
-    error(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message)
+    Message(error(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message).0, PgLogLevel::NOTICE)
+}
+
+pub fn warning(message: impl Into<String>) -> Message {
+    Message(error(PgSqlErrorCode::ERRCODE_WARNING, message).0, PgLogLevel::WARNING)
 }
 
 impl Message {
     pub fn detail(self, detail: impl Into<String>) -> Self {
-        Message(self.0.set_detail(detail))
+        Message(self.0.set_detail(detail), self.1)
     }
 
     pub fn hint(self, hint: impl Into<String>) -> Self {
-        Message(self.0.set_hint(hint))
+        Message(self.0.set_hint(hint), self.1)
     }
 
-    /// NOTICE: tells the client and carries on.
+    /// A [`notice`] or [`warning`]: tells the client and carries on.
     pub fn send(self) {
-        self.0.report(PgLogLevel::NOTICE);
+        self.0.report(self.1);
     }
 
     /// ERROR: aborts the transaction; nothing the caller did in it is kept.

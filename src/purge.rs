@@ -197,11 +197,29 @@ pub fn run(mode: Mode) -> Option<RunReport> {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
         }
-        let outcome = in_transaction(mode, || batch(&failed_entries, &keys_for_entry));
+        let outcome = in_transaction(mode, || batch(mode, &failed_entries, &keys_for_entry));
         match outcome {
             Ok(None) => break,
             Ok(Some(done)) => {
                 Backoff::succeeded(done.entry);
+                for failure in done.failures {
+                    if let (Some(reference), Some(message)) = (failure["reference"].as_i64(), failure["message"].as_str()) {
+                        let message = message.to_string();
+                        let _ = in_transaction(mode, || record_error(reference, &message));
+                    }
+                    // The row the keys went to has just failed: it waits for the next run
+                    // (the worker's: for its backoff), as a row that failed on its own does.
+                    if failure["retry_now"] == false {
+                        for handed_to in failure["handed_over_to"].as_array().into_iter().flatten() {
+                            let handed_to = handed_to.as_i64().expect("a queue row id");
+                            failed_entries.push(handed_to);
+                            if mode == Mode::Worker {
+                                Backoff::failed(handed_to);
+                            }
+                        }
+                    }
+                    report.errors.push(failure);
+                }
                 report.batches += 1;
                 report.keys += done.keys;
                 for (reference, touched) in done.rows {
@@ -301,6 +319,11 @@ pub fn in_transaction<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R, Failure
             Mode::Worker => {
                 pg_sys::SetCurrentStatementStartTimestamp();
                 pg_sys::StartTransactionCommand();
+                // As SET TRANSACTION would, before the first snapshot: whatever a trigger did
+                // to the session's defaults, a batch's final pass must see what committed
+                // after the batch began (READ COMMITTED), and write.
+                pg_sys::XactIsoLevel = pg_sys::XACT_READ_COMMITTED as i32;
+                pg_sys::XactReadOnly = false;
                 pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
             }
             Mode::Function => {
@@ -364,6 +387,24 @@ fn run_lock_tag() -> pg_sys::LOCKTAG {
 /// The fourth field of the run lock's tag: 'sf'.
 const RUN_LOCK_KIND: u16 = 0x7366;
 
+thread_local! {
+    /// The worker's run lock while it holds it (between begin_run and end_worker_run).
+    static WORKER_RUN_LOCK: Cell<Option<pg_sys::LOCKTAG>> = const { Cell::new(None) };
+}
+
+/// Whether the worker still holds its run lock, taking it again if it can. A child's trigger
+/// running in the worker's session can release it (`pg_advisory_unlock_all()` reaches every
+/// advisory lock of the session): then a second run could overlap this one.
+fn worker_still_holds_run_lock() -> bool {
+    let Some(tag) = WORKER_RUN_LOCK.get() else { return true };
+    let exclusive = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
+    // SAFETY: `tag` is the complete tag begin_run() took the session lock with.
+    unsafe {
+        pg_sys::LockHeldByMe(&tag, exclusive)
+            || pg_sys::LockAcquire(&tag, exclusive, true, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+    }
+}
+
 /// Take the run lock: the worker holds it for the session and gives way when it is taken;
 /// softfk_purge() holds it for its transaction and waits.
 fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
@@ -378,17 +419,29 @@ fn begin_run(mode: Mode) -> impl FnOnce() -> bool {
                 Mode::Function => pg_sys::LockAcquire(&tag, exclusive, false, false),
             }
         };
-        result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+        if result == pg_sys::LockAcquireResult::LOCKACQUIRE_ALREADY_HELD && mode == Mode::Function {
+            // softfk_purge() called inside a run (by a child's trigger): no run in a run.
+            crate::error::error(
+                PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                "softfk_purge() cannot run inside a purge run",
+            )
+            .raise();
+        }
+        let taken = result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL;
+        if taken && mode == Mode::Worker {
+            WORKER_RUN_LOCK.set(Some(tag));
+        }
+        taken
     }
 }
 
 /// The worker gives the run lock back after its run.
 pub fn end_worker_run() {
-    let _ = in_transaction(Mode::Worker, || {
-        let tag = run_lock_tag();
-        // SAFETY: the session lock begin_run() took with this tag and mode.
-        unsafe { pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true) }
-    });
+    if let Some(tag) = WORKER_RUN_LOCK.take() {
+        // SAFETY: the session lock begin_run() took with this tag and mode (a warning, not
+        // an error, if a trigger released it meanwhile).
+        unsafe { pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true) };
+    }
 }
 
 /// A run's first row in the run log. Whoever holds the run lock knows that a 'running' row
@@ -503,6 +556,8 @@ struct Batch {
     /// The queue row it took.
     entry: i64,
     keys: i64,
+    /// References that failed and were handed over to queue rows of their own.
+    failures: Vec<serde_json::Value>,
     rows: BTreeMap<i64, Touched>,
 }
 
@@ -512,11 +567,15 @@ struct Entry {
     /// Other queue rows of the same parent column in the same pass, whose keys this batch
     /// also purges, all of them: one user deleted per statement makes one-key rows, and a
     /// transaction per key would cap the purge at a few hundred keys a second.
-    merged: Vec<i64>,
+    /// (row id, how many keys it brought), in the order its keys follow the entry's own.
+    merged: Vec<(i64, usize)>,
     parent: pg_sys::Oid,
     parent_column: String,
     /// This batch's keys; None means every key.
     keys: Option<Vec<String>>,
+    /// The one reference this row is for (a reference's keys handed over after it failed in
+    /// a batch with others); None: every reference of the parent column.
+    reference: Option<i64>,
     /// Whether this batch starts the current pass (no key of it done yet).
     starts_pass: bool,
     /// Keys of `id` done in the current pass after this batch.
@@ -526,11 +585,19 @@ struct Entry {
 }
 
 /// Purge one batch in the current transaction. `None` when no queue row is ready.
-fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
+fn batch(mode: Mode, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
-    let ids_before = horizon();
-    let Some(mut entry) = as_extension_owner(|| take_entry(ids_before, failed_entries, keys_for_entry))
+    if !worker_still_holds_run_lock() {
+        return None; // another run took over: this one ends
+    }
+    // Deferred triggers fire at the end of each purge statement, not at COMMIT: only there
+    // do they run as the child's owner, with their settings thrown away (purge_reference).
+    // (In softfk_purge(), the rest of the caller's transaction checks immediately too, as
+    // after SET CONSTRAINTS ALL IMMEDIATE.)
+    Spi::run("SET CONSTRAINTS ALL IMMEDIATE").expect("SET CONSTRAINTS ALL IMMEDIATE");
+    let (_, horizon_before) = horizon();
+    let Some(mut entry) = as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))
     else {
         return None;
     };
@@ -547,13 +614,59 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
     }
 
     let mut rows = BTreeMap::new();
+    let mut failures = Vec::new();
     let mut hit_limit = false;
-    let references = as_extension_owner(|| {
-        registry::load(registry::Which::Parent(entry.parent, &entry.parent_column))
-    });
-    for reference in references.iter().filter(|r| r.on_delete != OnDelete::NoAction) {
-        CURRENT.set((entry.id, key_count, reference.id));
-        let (changed, limited) = purge_reference(reference, &entry);
+    let references: Vec<_> = as_extension_owner(|| {
+        registry::load_each(registry::Which::Parent(entry.parent, &entry.parent_column))
+    })
+    .into_iter()
+    .filter(|loaded| match loaded {
+        Ok(reference) => reference.on_delete != OnDelete::NoAction,
+        Err(_) => true,
+    })
+    .filter(|loaded| entry.reference.is_none_or(|only| only == reference_id(loaded)))
+    .collect();
+    // With several references, each is purged in a subtransaction of its own: one that fails
+    // (a trigger refuses, a 'set null' column made NOT NULL, a type changed) hands its keys to
+    // a queue row of its own and the others go on. Alone, a reference's failure is the
+    // batch's, retried with fewer keys and then backed off (run()).
+    let isolate = references.len() > 1;
+    for loaded in &references {
+        let id = reference_id(loaded);
+        CURRENT.set((entry.id, key_count, id));
+        let outcome = match loaded {
+            Err(unusable) if isolate => Err((unusable.message.clone(), "42804".to_string())),
+            Err(unusable) => unusable.raise(),
+            Ok(reference) if isolate => in_transaction(Mode::Function, || purge_reference(reference, &entry))
+                .map_err(|failure| {
+                    let cancelled = failure.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+                    if cancelled && mode == Mode::Function || unsafe { pg_sys::ProcDiePending != 0 } {
+                        failure.rethrow();
+                    }
+                    (failure.message(), sqlstate(failure.sql_error_code()))
+                }),
+            Ok(reference) => Ok(purge_reference(reference, &entry)),
+        };
+        let (changed, limited) = match outcome {
+            Ok(done) => done,
+            Err((message, sqlstate)) => {
+                let handed_to = as_extension_owner(|| hand_over(&entry, id));
+                // Rows split from a merged batch are tried again in this run, each alone; a
+                // row that failed alone waits (run()).
+                let retry_now = !entry.merged.is_empty();
+                failures.push(serde_json::json!({
+                    "queue_entry": entry.id,
+                    "handed_over_to": handed_to,
+                    "retry_now": retry_now,
+                    "reference": id,
+                    "keys": key_count,
+                    "sqlstate": sqlstate,
+                    "message": message,
+                }));
+                continue;
+            }
+        };
+        let Ok(reference) = loaded else { unreachable!("an unusable reference purges nothing") };
         hit_limit |= limited;
         rows.insert(
             reference.id,
@@ -573,20 +686,25 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
         None => !hit_limit,
     };
     // The merged rows were taken whole, with the entry's pass: they end it with the entry.
-    let ids: Vec<i64> = std::iter::once(entry.id).chain(entry.merged.iter().copied()).collect();
+    let ids: Vec<i64> = std::iter::once(entry.id).chain(entry.merged.iter().map(|(id, _)| *id)).collect();
     as_extension_owner(|| {
         if pass_complete && entry.final_pass {
             Spi::run_with_args("DELETE FROM softfk.deletion WHERE id = ANY ($1)", &[ids.clone().into()])
         } else {
             Spi::run_with_args(
                 "UPDATE softfk.deletion
-                    SET keys_done = $2, final_pass = $3, final_after = coalesce(final_after, $4::text::xid8)
+                    SET keys_done = $2, final_pass = $3,
+                        -- (A value from another cluster counts for nothing here.)
+                        final_after = CASE WHEN final_after IS NULL OR xid_cluster <> $5
+                                           THEN $4::text::xid8 ELSE final_after END,
+                        xid_cluster = $5
                   WHERE id = ANY ($1)",
                 &[
                     ids.clone().into(),
                     (if pass_complete { 0 } else { entry.done_after }).into(),
                     (entry.final_pass || pass_complete).into(),
                     (next as i64).to_string().into(),
+                    this_cluster().into(),
                 ],
             )
         }
@@ -605,32 +723,87 @@ fn batch(failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<
             .expect("updating softfk.purge_total");
         }
     });
-    Some(Batch { entry: entry.id, keys: key_count.into(), rows })
+    Some(Batch { entry: entry.id, keys: key_count.into(), rows, failures })
+}
+
+fn reference_id(loaded: &Result<Reference, registry::Unusable>) -> i64 {
+    match loaded {
+        Ok(reference) => reference.id,
+        Err(unusable) => unusable.id,
+    }
+}
+
+/// One reference of a batch failed: its keys of this batch become queue rows of their own,
+/// for that reference alone, in the pass the entry's rows are in (a first pass whose batch
+/// found nothing else running gets a first pass again; a final pass waits for the same
+/// transactions), while the entry goes on for the other references. A
+/// merged batch gives each row it merged a row of its own, so that one bad key waits alone.
+/// Returns the new rows' ids.
+fn hand_over(entry: &Entry, reference: i64) -> Vec<i64> {
+    let mut slices: Vec<(i64, Option<Vec<String>>)> = Vec::new();
+    match &entry.keys {
+        None => slices.push((entry.id, None)),
+        Some(keys) => {
+            let own = keys.len() - entry.merged.iter().map(|(_, n)| n).sum::<usize>();
+            let mut rest = keys[own..].iter().cloned();
+            slices.push((entry.id, Some(keys[..own].to_vec())));
+            for (id, n) in &entry.merged {
+                slices.push((*id, Some(rest.by_ref().take(*n).collect())));
+            }
+        }
+    }
+    slices
+        .into_iter()
+        .map(|(source, keys)| {
+            Spi::get_one_with_args::<i64>(
+                "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
+                                              deleted_at, final_pass, final_after, xid_cluster,
+                                              reference_id)
+                 SELECT d.parent_table, d.parent_column, $2, d.cause, d.deleted_by, d.deleted_at,
+                        d.final_pass, d.final_after, d.xid_cluster, $3
+                   FROM softfk.deletion d WHERE d.id = $1
+                 RETURNING id",
+                &[source.into(), keys.into(), reference.into()],
+            )
+            .expect("handing a reference's keys over to a queue row of its own")
+            .expect("the rows being purged exist")
+        })
+        .collect()
 }
 
 /// Whether a queue row other than `waiting` ones is ready (see [`take_entry`]).
 fn work_is_ready(waiting: &[i64]) -> bool {
-    let (next, horizon) = horizon();
+    let (_, horizon) = horizon();
     as_extension_owner(|| {
         read_one::<bool>(
-            &format!("SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {READY} AND d.id <> ALL ($3))"),
-            &[(horizon as i64).to_string().into(), (next as i64).to_string().into(), waiting.to_vec().into()],
+            &format!("SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {} AND d.id <> ALL ($2))", ready()),
+            &[(horizon as i64).to_string().into(), waiting.to_vec().into()],
         )
     })
     .unwrap_or(false)
 }
 
 /// A queue row is ready when it has not had its first pass, or when every transaction that
-/// was running at its first pass has ended (`$1`: the horizon). A `final_after` at or beyond
-/// the next transaction id (`$2`) was not assigned by this cluster: the row came from
-/// another one (pg_dump and restore), whose transactions have all ended.
-const READY: &str = "(NOT d.final_pass OR d.final_after <= $1::text::xid8 OR d.final_after > $2::text::xid8)";
+/// was running at its first pass has ended (`$1`: the horizon), or when its first pass ran
+/// in another cluster (restored from a dump: its transaction ids are not this cluster's,
+/// and every transaction of that cluster has ended).
+fn ready() -> String {
+    format!(
+        "(NOT d.final_pass OR d.final_after <= $1::text::xid8 OR d.xid_cluster <> {})",
+        this_cluster()
+    )
+}
+
+/// This cluster's system identifier, as softfk.deletion.xid_cluster stores it (bigint).
+fn this_cluster() -> i64 {
+    // SAFETY: reads a value the control file gave at startup.
+    unsafe { pg_sys::GetSystemIdentifier() as i64 }
+}
 
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
 /// through it and past its horizon. Rows of this very transaction wait for it to commit, and
 /// rows another run holds are skipped.
-fn take_entry(ids: (u64, u64), failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
-    let (next, horizon) = ids;
+fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
     let default_keys = KEYS_PER_BATCH.get();
     // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
     Spi::connect_mut(|client| {
@@ -638,21 +811,18 @@ fn take_entry(ids: (u64, u64), failed_entries: &[i64], keys_for_entry: &BTreeMap
             .update(
                 &format!(
                     "SELECT d.id, d.parent_table::oid, d.parent_column::text, d.keys IS NULL,
-                            cardinality(d.keys), d.keys_done, d.final_pass
+                            cardinality(d.keys), d.keys_done, d.final_pass, d.reference_id
                        FROM softfk.deletion d
-                      WHERE {READY}
+                      WHERE {ready}
                         AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
-                        AND d.id <> ALL ($3)
+                        AND d.id <> ALL ($2)
                       ORDER BY d.id
                       LIMIT 1
-                        FOR UPDATE SKIP LOCKED"
+                        FOR UPDATE SKIP LOCKED",
+                    ready = ready()
                 ),
                 None,
-                &[
-                    (horizon as i64).to_string().into(),
-                    (next as i64).to_string().into(),
-                    failed_entries.to_vec().into(),
-                ],
+                &[(horizon as i64).to_string().into(), failed_entries.to_vec().into()],
             )
             .expect("reading softfk.deletion")
             .first();
@@ -692,10 +862,11 @@ fn take_entry(ids: (u64, u64), failed_entries: &[i64], keys_for_entry: &BTreeMap
             done_after,
             total_keys,
             final_pass: found.get(7).unwrap().unwrap(),
+            reference: found.get(8).unwrap(),
         };
         let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
-        if keys_done == 0 && done_after == total_keys && room > 0 {
-            let (ids, more) = take_merged(client, &entry, (next, horizon), failed_entries, keys_for_entry, room);
+        if keys_done == 0 && done_after == total_keys && room > 0 && entry.reference.is_none() {
+            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, keys_for_entry, room);
             entry.merged = ids;
             entry.keys.as_mut().expect("a keyed entry").extend(more);
         }
@@ -709,11 +880,11 @@ fn take_entry(ids: (u64, u64), failed_entries: &[i64], keys_for_entry: &BTreeMap
 fn take_merged(
     client: &mut pgrx::spi::SpiClient<'_>,
     entry: &Entry,
-    (next, horizon): (u64, u64),
+    horizon: u64,
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
     room: i32,
-) -> (Vec<i64>, Vec<String>) {
+) -> (Vec<(i64, usize)>, Vec<String>) {
     // Rows that failed, or are being retried with fewer keys, are not merged: they are taken
     // on their own, so a bad key stays with its own row.
     let excluded: Vec<i64> = failed_entries.iter().copied().chain(keys_for_entry.keys().copied()).collect();
@@ -722,18 +893,18 @@ fn take_merged(
             &format!(
                 "SELECT d.id, cardinality(d.keys)
                    FROM softfk.deletion d
-                  WHERE {READY}
-                    AND d.parent_table::oid = $3 AND d.parent_column = $4 AND d.final_pass = $5
-                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $6
+                  WHERE {ready}
+                    AND d.parent_table::oid = $2 AND d.parent_column = $3 AND d.final_pass = $4
+                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $5 AND d.reference_id IS NULL
                     AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
-                    AND d.id <> ALL ($7)
+                    AND d.id <> ALL ($6)
                   ORDER BY d.id
-                  LIMIT $8"
+                  LIMIT $7",
+                ready = ready()
             ),
             None,
             &[
                 (horizon as i64).to_string().into(),
-                (next as i64).to_string().into(),
                 entry.parent.into(),
                 entry.parent_column.as_str().into(),
                 entry.final_pass.into(),
@@ -758,7 +929,7 @@ fn take_merged(
         return (Vec::new(), Vec::new());
     }
     let mut ids = Vec::new();
-    let mut keys = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
     for row in client
         .update(
             "SELECT d.id, d.keys FROM softfk.deletion d WHERE d.id = ANY ($1) ORDER BY d.id
@@ -768,8 +939,9 @@ fn take_merged(
         )
         .expect("reading softfk.deletion")
     {
-        ids.push(row.get::<i64>(1).unwrap().unwrap());
-        keys.extend(row.get::<Vec<String>>(2).unwrap().unwrap_or_default());
+        let row_keys = row.get::<Vec<String>>(2).unwrap().unwrap_or_default();
+        ids.push((row.get::<i64>(1).unwrap().unwrap(), row_keys.len()));
+        keys.extend(row_keys);
     }
     (ids, keys)
 }
@@ -821,6 +993,14 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         let mut run = |keys: &[String]| {
             let changed =
                 as_table_owner(owner, || with_settings(&settings, || execute(&sql, keys)));
+            if !worker_still_holds_run_lock() {
+                crate::error::error(
+                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                    "the purge run lost its lock to another run while purging this table",
+                )
+                .detail("A trigger on the child table released the purge worker's advisory locks.")
+                .raise();
+            }
             match reference.on_delete {
                 OnDelete::SetNull => rows.nulled += changed.count,
                 OnDelete::Archive => {
@@ -829,6 +1009,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 }
                 OnDelete::Cascade | OnDelete::NoAction => rows.deleted += changed.count,
             }
+            changed.count
         };
         match &entry.keys {
             Some(keys) => {
@@ -851,9 +1032,10 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                     })
                 })
                 .unwrap_or_default();
-                if !orphan_keys.is_empty() {
+                // More may follow while a round changes rows; a round whose orphan rows are
+                // all locked by others (skipped) changes none and leaves them to the final pass.
+                if !orphan_keys.is_empty() && run(&orphan_keys) > 0 {
                     hit_limit = true;
-                    run(&orphan_keys);
                 }
             }
         }

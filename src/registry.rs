@@ -97,8 +97,32 @@ pub enum Which<'a> {
     Id(i64),
 }
 
-/// Registrations, resolved against the current catalogs. Ordered by child, column.
+/// Registrations, resolved against the current catalogs. Ordered by child, column. Raises
+/// the error of the first one that can no longer be checked ([`Unusable`]).
 pub fn load(which: Which) -> Vec<Reference> {
+    load_each(which).into_iter().map(|loaded| loaded.unwrap_or_else(|unusable| unusable.raise())).collect()
+}
+
+/// A registration whose columns can no longer be compared (a key's type changed, the unique
+/// index dropped): it is kept, and named, until it is fixed or dropped.
+pub struct Unusable {
+    pub id: i64,
+    pub message: String,
+    detail: String,
+}
+
+impl Unusable {
+    pub fn raise(&self) -> ! {
+        error(ERRCODE_DATATYPE_MISMATCH, self.message.clone())
+            .detail(self.detail.clone())
+            .hint("Change the column type back, or remove the soft reference with softfk_drop().")
+            .raise()
+    }
+}
+
+/// Registrations as [`load`] reads them, each one resolved or [`Unusable`], so that one broken
+/// registration does not stop the purge or the report of the others.
+pub fn load_each(which: Which) -> Vec<Result<Reference, Unusable>> {
     const LOAD: &str = "
         SELECT r.child_table::oid, format('%I.%I', cn.nspname, c.relname), c.relkind = 'p',
                ca.attname::text,
@@ -156,25 +180,23 @@ pub fn load(which: Which) -> Vec<Reference> {
             if operator.is_empty() {
                 // The key types were changed (ALTER COLUMN TYPE) or the unique index dropped
                 // after registering.
-                error(
-                    ERRCODE_DATATYPE_MISMATCH,
-                    format!(
+                return Err(Unusable {
+                    id: row.get(13).unwrap().unwrap(),
+                    message: format!(
                         "soft reference {}.{} -> {}.{} can no longer be checked",
-                        row.get::<String>(2).unwrap().unwrap_or_default(),
+                        text(2),
                         quote_identifier(&text(4)),
-                        row.get::<String>(6).unwrap().unwrap_or_default(),
+                        text(6),
                         quote_identifier(&text(8)),
                     ),
-                )
-                .detail(format!(
-                    "The parent column needs a unique index comparable with the child column; types are {} and {}.",
-                    text(11),
-                    text(15)
-                ))
-                .hint("Change the column type back, or remove the soft reference with softfk_drop().")
-                .raise();
+                    detail: format!(
+                        "The parent column needs a unique index comparable with the child column; types are {} and {}.",
+                        text(11),
+                        text(15)
+                    ),
+                });
             }
-            Reference {
+            Ok(Reference {
                 id: row.get(13).unwrap().unwrap(),
                 on_delete: OnDelete::parse(&text(14)),
                 child_oid: row.get(1).unwrap().unwrap(),
@@ -188,7 +210,7 @@ pub fn load(which: Which) -> Vec<Reference> {
                 parent_type: text(12),
                 operator,
                 child_cast: row.get::<String>(10).unwrap(),
-            }
+            })
         })
         .collect()
     }))

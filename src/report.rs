@@ -15,7 +15,7 @@ use std::time::Instant;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 
-use crate::error::{notice, required};
+use crate::error::{notice, required, warning};
 use crate::registry::{self, OnDelete, Reference};
 use crate::scan_count;
 use crate::settings::with_settings;
@@ -301,8 +301,21 @@ fn orphan_report() -> TableIterator<
 > {
     // Counting reads the child and the parent with the caller's rights: references whose
     // tables the caller may not read are left out, and named in a NOTICE.
-    let (readable, unreadable): (Vec<_>, Vec<_>) =
-        registry::load(registry::Which::All).into_iter().partition(Reference::readable_by_caller);
+    // A registration that can no longer be checked is named in a WARNING; the others are
+    // counted.
+    let usable: Vec<Reference> = registry::load_each(registry::Which::All)
+        .into_iter()
+        .filter_map(|loaded| {
+            loaded
+                .map_err(|unusable| {
+                    warning(format!("orphan_report() skipped a {}", unusable.message))
+                        .hint("Change the column type back, or remove the soft reference with softfk_drop().")
+                        .send()
+                })
+                .ok()
+        })
+        .collect();
+    let (readable, unreadable): (Vec<_>, Vec<_>) = usable.into_iter().partition(Reference::readable_by_caller);
     if !unreadable.is_empty() {
         let names: Vec<_> = unreadable
             .iter()

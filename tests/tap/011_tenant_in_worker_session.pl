@@ -1,6 +1,8 @@
 # The purge worker is one long-lived superuser session that runs every child owner's
 # triggers, one purge statement after another. A tenant's trigger that changes the session
-# (search_path, with set_config(..., false)) must not change what the next statement, run for
+# (search_path, with set_config(..., false); a deferred trigger, which would fire at the
+# worker's COMMIT; releasing the worker's advisory locks) must not change what the next
+# statement, run for
 # another owner, means: there a cast to "text" resolved through the tenant's schema would run
 # the tenant's domain CHECK as that owner (here: the bootstrap superuser, whose rights the
 # tenant's function would use to make the tenant a superuser).
@@ -51,6 +53,16 @@ $node->safe_psql('postgres', q{
     CREATE TABLE mal.aaa_enrollment (id int PRIMARY KEY, user_id int);
     CREATE TRIGGER move_the_path BEFORE DELETE ON mal.aaa_enrollment
         FOR EACH ROW EXECUTE FUNCTION mal.move_the_path();
+    -- Deferred: it would fire at the worker's COMMIT, as the worker's superuser.
+    CREATE FUNCTION mal.at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM mal.escalate('');
+        PERFORM pg_catalog.set_config('search_path', 'mal, pg_catalog, public', false);
+        PERFORM pg_catalog.pg_advisory_unlock_all();
+        RETURN NULL;
+    END $$;
+    CREATE CONSTRAINT TRIGGER at_commit AFTER DELETE ON mal.aaa_enrollment
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mal.at_commit();
     INSERT INTO mal.aaa_enrollment SELECT g, g FROM generate_series(1, 20) g;
     SELECT softfk_add('mal.aaa_enrollment', 'user_id', 'auth_user');
 });

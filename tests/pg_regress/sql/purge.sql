@@ -156,8 +156,9 @@ DROP TRIGGER keep_enrollments ON enrollment;
 SELECT * FROM softfk_purge();
 SELECT count(*) AS queued FROM softfk.deletion;
 
--- A bad key in a merged row does not hold back the rows merged with it: the batch is retried
--- with its own row alone, and only the row with the bad key waits.
+-- A bad key in a merged row does not hold back the rows merged with it: the failing
+-- reference's keys go to one queue row per merged row, each tried alone, and only the row
+-- with the bad key waits.
 INSERT INTO auth_user VALUES (21, 'user21'), (22, 'user22');
 INSERT INTO enrollment (user_id, course) VALUES (21, 'fine'), (22, 'locked');
 CREATE TRIGGER keep_locked BEFORE DELETE ON enrollment FOR EACH ROW

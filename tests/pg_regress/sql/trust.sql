@@ -30,6 +30,15 @@ END $$;
 CREATE TABLE mal.aaa_enrollment (id int PRIMARY KEY, user_id int);
 CREATE TRIGGER move_the_path BEFORE DELETE ON mal.aaa_enrollment
     FOR EACH ROW EXECUTE FUNCTION mal.move_the_path();
+-- A deferred trigger would fire at COMMIT, as whoever commits: the purge fires it at the end
+-- of its statement instead, as the child's owner.
+CREATE FUNCTION mal.at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.ran_as SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER at_commit AFTER DELETE ON mal.aaa_enrollment
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mal.at_commit();
 INSERT INTO mal.aaa_enrollment VALUES (1, 1), (2, 2);
 SELECT softfk_add('mal.aaa_enrollment', 'user_id', 'auth_user', validate => 'off');
 RESET ROLE;
@@ -65,6 +74,13 @@ DROP TRIGGER move_the_path ON mal.aaa_enrollment;
 RESET ROLE;
 SELECT child, rows FROM softfk_purge();
 
+-- A check sees the parent rows this very statement deleted as gone.
+CREATE TABLE zz_login (id serial PRIMARY KEY, user_id int);
+SELECT softfk_add('zz_login', 'user_id', 'auth_user', validate => 'immediate');
+WITH gone AS (DELETE FROM auth_user WHERE id = 9 RETURNING id)
+INSERT INTO zz_login (user_id) SELECT id FROM gone;
+SELECT count(*) AS logins FROM zz_login;
+
 -- 2. softfk_purge() holds the database's purge lock until its transaction ends: not
 --    everyone's to call. The lock itself is in a key space that no SQL function reaches
 --    (tests/isolation/specs/purge_run_lock.spec).
@@ -88,7 +104,7 @@ RESET ROLE;
 --    not read, and says so; softfk_status shows it its own references, and the run log
 --    the errors of its own references (messages name keys).
 CREATE FUNCTION refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'e-mail logs are kept'; END $$;
+BEGIN RAISE EXCEPTION 'this table refuses the purge'; END $$;
 CREATE TRIGGER keep_email_log BEFORE DELETE ON zz_email_log FOR EACH ROW EXECUTE FUNCTION refuse_delete();
 DELETE FROM auth_user WHERE id = 4;
 SELECT child, rows FROM softfk_purge();
@@ -153,7 +169,40 @@ ALTER TABLE certificate RENAME COLUMN score TO grade;
 SELECT softfk_restore('auth_user', '8');
 SELECT * FROM certificate ORDER BY id;
 
-DROP TABLE certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
+-- 8. One broken reference does not hold back the others of the same parent: it gets the
+--    deleted keys in a queue row of its own and says why in softfk_status, the others are
+--    purged, and orphan_report() reports them and warns about it.
+CREATE TABLE team (id int PRIMARY KEY);
+INSERT INTO team SELECT generate_series(1, 3);
+CREATE TABLE a_roster (id int PRIMARY KEY, team_id int);
+CREATE TABLE b_badge (id int PRIMARY KEY, team_id int);
+CREATE TABLE c_note (id int PRIMARY KEY, team_id int);
+INSERT INTO a_roster VALUES (1, 1), (2, 2), (3, 3);
+INSERT INTO b_badge VALUES (1, 1), (2, 2), (3, 3);
+INSERT INTO c_note VALUES (1, 1), (2, 2), (3, 3);
+SELECT softfk_add('a_roster', 'team_id', 'team', on_delete => 'set null');
+SELECT softfk_add('b_badge', 'team_id', 'team', validate => 'off');
+SELECT softfk_add('c_note', 'team_id', 'team');
+-- A 'set null' column cannot become NOT NULL while the reference says so.
+ALTER TABLE a_roster ALTER team_id SET NOT NULL;
+-- A trigger refuses; a key column changed to a type the parent key cannot be compared with.
+CREATE TRIGGER keep_rosters BEFORE UPDATE ON a_roster FOR EACH ROW EXECUTE FUNCTION refuse_delete();
+ALTER TABLE b_badge ALTER team_id TYPE text;
+DELETE FROM team WHERE id = 1;
+SELECT child, rows FROM softfk_purge();
+SELECT child, pending_keys, last_error FROM softfk_status WHERE parent = 'team'::regclass ORDER BY child::text;
+SELECT status, jsonb_path_query_array(errors, '$[*].sqlstate') AS sqlstates
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT child, orphan_rows FROM orphan_report() WHERE parent = 'team'::regclass ORDER BY child::text;
+-- Fixed, the handed-over keys are purged; the healthy reference was done already.
+DROP TRIGGER keep_rosters ON a_roster;
+SELECT softfk_drop('b_badge', 'team_id');
+SELECT child, rows FROM softfk_purge();
+SELECT count(*) AS queued FROM softfk.deletion;
+SELECT * FROM a_roster ORDER BY id;
+DROP TABLE a_roster, b_badge, c_note, team;
+
+DROP TABLE zz_login, certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
     login_event, account, mention, handle, public.ran_as;
 DROP FUNCTION refuse_delete();
 DROP SCHEMA mal CASCADE;
