@@ -72,6 +72,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     renamed_parent regclass;
     unlogged record;
+    unchecked record;
 BEGIN
     SELECT r.child_table, r.parent_table INTO unlogged
       FROM softfk.reference r
@@ -115,14 +116,79 @@ BEGIN
                AND a.attname <> r.parent_column
             RETURNING r.parent_table)
         SELECT DISTINCT parent_table FROM renamed
+        -- Parents altered by this command: softfk.release_key_column may have taken their
+        -- capture triggers off (ALTER COLUMN ... TYPE); sync_capture puts back what is missing.
+        UNION
+        SELECT DISTINCT r.parent_table FROM softfk.reference r
+         WHERE EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = r.parent_table)
     LOOP
         PERFORM softfk.sync_capture(renamed_parent);
+    END LOOP;
+    -- Checked references of the tables this command altered: their keys must still compare
+    -- (otherwise the ALTER is refused, and undone), and check triggers that came off for
+    -- ALTER COLUMN ... TYPE go back on.
+    FOR unchecked IN
+        SELECT r.id, r.child_table, r.child_column, r.parent_table, r.validate,
+               k.operator IS NOT NULL AS comparable,
+               NOT EXISTS (SELECT FROM softfk.check_triggers(r.id)) AS triggers_off
+          FROM softfk.reference r
+          LEFT JOIN LATERAL softfk.key_comparison(r.parent_table, r.parent_attnum,
+                                                  r.child_table, r.child_attnum) k ON true
+         WHERE r.validate <> 'off'
+           AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
+                        WHERE d.classid = 'pg_class'::regclass
+                          AND d.objid IN (r.child_table, r.parent_table))
+    LOOP
+        IF NOT unchecked.comparable THEN
+            RAISE EXCEPTION 'soft reference %(%) -> % could no longer be checked after this ALTER TABLE',
+                    unchecked.child_table, unchecked.child_column, unchecked.parent_table
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = 'The parent column needs a unique index comparable with the child column.',
+                      HINT = 'Change both key columns to comparable types, or turn the check off first: softfk_alter(child, column, validate => ''off'').';
+        END IF;
+        IF unchecked.triggers_off THEN
+            PERFORM softfk.install_check(unchecked.id, unchecked.child_table, unchecked.child_column, unchecked.validate);
+            PERFORM softfk.depend_on_extension(t.oid) FROM pg_trigger t
+              WHERE t.tgrelid = unchecked.child_table AND t.tgparentid = 0
+                AND t.tgfoid = 'softfk.check_key()'::regprocedure;
+        END IF;
     END LOOP;
 END $$;
 
 CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION softfk.follow_column_renames();
+
+-- ALTER COLUMN ... TYPE of a key column (src/key_type.rs): PostgreSQL refuses to change a
+-- column that a trigger's definition names, so as the ALTER TABLE starts, the triggers
+-- naming the column come off (the parent's capture triggers, the child's check triggers);
+-- softfk.follow_column_renames puts them back when it ends. Called as the extension's owner,
+-- for the table's owner only; not for anyone else.
+CREATE FUNCTION softfk.release_key_column(tab regclass, column_name name)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+BEGIN
+    IF EXISTS (SELECT FROM softfk.reference r
+                WHERE r.parent_table = tab AND r.parent_column = column_name) THEN
+        FOR t IN SELECT * FROM softfk.capture_triggers(tab) LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', t.trigger_name, tab);
+        END LOOP;
+    END IF;
+    FOR t IN SELECT r.id FROM softfk.reference r
+              WHERE r.child_table = tab AND r.child_column = column_name LOOP
+        PERFORM softfk.remove_check(t.id);
+    END LOOP;
+END $$;
+REVOKE EXECUTE ON FUNCTION softfk.release_key_column(regclass, name) FROM PUBLIC;
+
+CREATE FUNCTION softfk.before_alter_table() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_before_alter_table';
+
+CREATE EVENT TRIGGER softfk_before_alter_table ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE')
+    EXECUTE FUNCTION softfk.before_alter_table();
 
 -- After DROP TABLE / DROP COLUMN / DROP SCHEMA ... CASCADE: forget every registration whose
 -- child or parent table or column is gone, and say so.

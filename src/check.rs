@@ -31,6 +31,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
 use crate::error::error;
+use crate::fmgr::function_info_v1;
 use crate::registry;
 use pending::KeyBytes;
 
@@ -368,20 +369,8 @@ fn reference_argument(trigger: &pg_sys::Trigger) -> i64 {
     })
 }
 
-/// `PG_FUNCTION_INFO_V1`: the record PostgreSQL looks up before calling a C function by name.
-/// (The two functions below take `fcinfo` directly: a trigger, and a WHEN-clause helper that
-/// caches in `fn_extra`.)
-macro_rules! function_info_v1 {
-    ($finfo:ident) => {
-        #[unsafe(no_mangle)]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static pg_sys::Pg_finfo_record {
-            const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-    };
-}
-
+// (The two functions below take `fcinfo` directly: a trigger, and a WHEN-clause helper that
+// caches in `fn_extra`.)
 function_info_v1!(pg_finfo_softfk_check_key);
 
 /// SQL: softfk.check_key() RETURNS trigger — AFTER INSERT / UPDATE, FOR EACH ROW, one argument:

@@ -10,6 +10,8 @@ mod adopt;
 mod capture;
 mod check;
 mod error;
+mod fmgr;
+mod key_type;
 mod purge;
 mod registry;
 mod report;

@@ -202,6 +202,46 @@ SELECT count(*) AS queued FROM softfk.deletion;
 SELECT * FROM a_roster ORDER BY id;
 DROP TABLE a_roster, b_badge, c_note, team;
 
+-- 9. The most common migration of a users table: id integer -> bigint, then the columns
+--    referencing it (as Django writes it). The triggers that name the key columns come off
+--    for the ALTER and back on after it; checks and purges work on the new types; a change
+--    that would leave a checked reference unable to compare its keys is refused, undone.
+CREATE TABLE people (id int PRIMARY KEY, name text);
+INSERT INTO people VALUES (1, 'ada'), (2, 'alan'), (3, 'grace');
+CREATE TABLE membership (id int PRIMARY KEY, person_id int);
+CREATE TABLE vote (id int PRIMARY KEY, person_id int);
+INSERT INTO membership VALUES (1, 1), (2, 2);
+INSERT INTO vote VALUES (1, 1), (2, 3);
+SELECT softfk_add('membership', 'person_id', 'people');
+SELECT softfk_add('vote', 'person_id', 'people', validate => 'immediate', on_delete => 'set null');
+ALTER TABLE people ALTER COLUMN id TYPE bigint USING id::bigint;
+ALTER TABLE membership ALTER COLUMN person_id TYPE bigint USING person_id::bigint;
+ALTER TABLE vote ALTER COLUMN person_id TYPE bigint, ADD COLUMN weight int;
+SELECT tgrelid::regclass, tgname FROM pg_trigger
+ WHERE tgrelid IN ('people'::regclass, 'membership'::regclass, 'vote'::regclass) ORDER BY 1, 2;
+SELECT child, child_column, validate, check_triggers FROM softfk_references
+ WHERE parent = 'people'::regclass ORDER BY child::text;
+INSERT INTO membership VALUES (3, 4000000000);
+INSERT INTO vote VALUES (3, 42);
+DELETE FROM people WHERE id = 1;
+SELECT child, rows FROM softfk_purge();
+SELECT * FROM membership ORDER BY id;
+SELECT id, person_id FROM vote ORDER BY id;
+-- To text: the checked references could no longer compare their keys.
+ALTER TABLE vote ALTER COLUMN person_id TYPE text;
+ALTER TABLE people ALTER COLUMN id TYPE text;
+SELECT pg_typeof(person_id) FROM vote LIMIT 1;
+-- Another role's ALTER takes nothing off: it fails on its own.
+SET ROLE regress_trust_tenant;
+ALTER TABLE people ALTER COLUMN id TYPE numeric;
+RESET ROLE;
+SELECT count(*) AS capture_triggers FROM softfk.capture_triggers('people');
+-- The extension goes with its triggers, also those put back.
+SELECT count(*) AS tied_to_extension FROM pg_depend d JOIN pg_trigger t ON t.oid = d.objid
+ WHERE d.classid = 'pg_trigger'::regclass AND d.refclassid = 'pg_extension'::regclass
+   AND t.tgrelid IN ('people'::regclass, 'membership'::regclass, 'vote'::regclass);
+DROP TABLE membership, vote, people;
+
 DROP TABLE zz_login, certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
     login_event, account, mention, handle, public.ran_as;
 DROP FUNCTION refuse_delete();

@@ -1,0 +1,84 @@
+//! `ALTER TABLE ... ALTER COLUMN ... TYPE` of a registered key column: the most common
+//! migration of a users table (`id` integer -> bigint, then every column referencing it).
+//!
+//! PostgreSQL refuses to change the type of a column a trigger's definition uses, and the
+//! parent's capture trigger (`AFTER UPDATE OF id ... WHEN (OLD.id IS DISTINCT FROM NEW.id)`)
+//! and the child's check triggers (`WHEN (... NEW.user_id ...)`) do. So, as the statement
+//! starts (an event trigger on `ddl_command_start`, the only point before PostgreSQL looks at
+//! those dependencies), pg_softfk takes off the triggers that name the column; when it ends
+//! (`softfk.follow_column_renames`, on `ddl_command_end`), it puts them back, refusing the
+//! change — and so undoing all of it — if a checked reference could no longer compare its
+//! keys. Everything happens inside the ALTER's transaction: if the ALTER fails, the
+//! triggers were never gone.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::fmgr::function_info_v1;
+use crate::registry::as_extension_owner;
+
+function_info_v1!(pg_finfo_softfk_before_alter_table);
+
+/// SQL: softfk.before_alter_table() RETURNS event_trigger, on `ddl_command_start` of
+/// `ALTER TABLE`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: PostgreSQL calls an event trigger function with an EventTriggerData context
+    // (checked by its node tag); for ALTER TABLE its parse tree is an AlterTableStmt, whose
+    // commands are a List of AlterTableCmd.
+    let context = (*fcinfo).context;
+    if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
+        crate::error::error(
+            pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+            "softfk.before_alter_table() must be called as an event trigger",
+        )
+        .raise();
+    }
+    let data = &*(context as *mut pg_sys::EventTriggerData);
+    let tree = data.parsetree;
+    if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
+        return pg_sys::Datum::from(0);
+    }
+    let statement = &*(tree as *mut pg_sys::AlterTableStmt);
+    let columns: Vec<String> = list_nodes(statement.cmds)
+        .filter_map(|node| {
+            let command = &*(node as *mut pg_sys::AlterTableCmd);
+            let changes_type = (*node).type_ == pg_sys::NodeTag::T_AlterTableCmd
+                && command.subtype == pg_sys::AlterTableType::AT_AlterColumnType
+                && !command.name.is_null();
+            changes_type.then(|| CStr::from_ptr(command.name).to_string_lossy().into_owned())
+        })
+        .collect();
+    if columns.is_empty() || statement.relation.is_null() {
+        return pg_sys::Datum::from(0);
+    }
+    let table = pg_sys::RangeVarGetRelidExtended(
+        statement.relation,
+        pg_sys::NoLock as pg_sys::LOCKMODE,
+        pg_sys::RVROption::RVR_MISSING_OK,
+        None,
+        std::ptr::null_mut(),
+    );
+    // Only for the table's owner, who may alter it; anyone else's ALTER fails on its own, and
+    // must not get pg_softfk to drop triggers first.
+    if table == pg_sys::InvalidOid || !pg_sys::pg_class_ownercheck(table, pg_sys::GetUserId()) {
+        return pg_sys::Datum::from(0);
+    }
+    for column in &columns {
+        as_extension_owner(|| {
+            Spi::run_with_args("SELECT softfk.release_key_column($1, $2)", &[table.into(), column.as_str().into()])
+                .expect("taking off the triggers on a key column")
+        });
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// The pointers of a `List` of nodes.
+unsafe fn list_nodes(list: *mut pg_sys::List) -> impl Iterator<Item = *mut pg_sys::Node> {
+    let length = if list.is_null() { 0 } else { (*list).length as usize };
+    // SAFETY: a pointer List of `length` cells, alive for the event trigger's call.
+    (0..length).map(move |i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
+}
