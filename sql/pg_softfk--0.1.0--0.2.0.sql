@@ -1,7 +1,8 @@
 -- pg_softfk 0.1.0 -> 0.2.0. cargo pgrx install copies it next to the install script.
 -- tests/tap/009_upgrade.pl checks that an updated database has exactly the objects of a
--- fresh 0.2.0 install: a change to sql/ that this script does not carry fails it. Its last
--- part is sql/adopt.sql as of 0.2.0, whose objects are all new or re-created.
+-- fresh 0.2.0 install: a change to sql/ that this script does not carry fails it. Its later
+-- part is sql/adopt.sql as of 0.2.0, whose objects are all new or re-created; the capture
+-- functions, re-created, come last.
 
 -- adopt.sql, appended below, creates these again (softfk_discover gained a column, and the
 -- name patterns of softfk.looks_like_reference moved into it).
@@ -20,8 +21,6 @@ ALTER FUNCTION softfk_restore(regclass, text) SET search_path = pg_catalog, pg_t
 GRANT SELECT ON softfk_references TO PUBLIC;
 -- Only the extension's owner (and whom it grants) may run the purge (sql/api.sql).
 REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
--- Float keys become text that reads back exactly (sql/purge.sql).
-ALTER FUNCTION softfk.capture_deleted_keys() SET extra_float_digits = 1;
 
 -- A reference that fails in a batch with others gets its keys in a queue row of its own
 -- (sql/purge.sql).
@@ -720,3 +719,110 @@ BEGIN
 END $$;
 COMMENT ON PROCEDURE softfk_revert(regclass, name) IS
 'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. Refuses (23503) while the column has orphans; on_delete ''archive'' has no native equivalent (0A000). CALL it outside a transaction block.';
+
+-- Float keys become text that reads back exactly; a partitioned parent's deletes are
+-- captured row by row, in whichever partition they happen (sql/purge.sql).
+CREATE OR REPLACE FUNCTION softfk.capture_deleted_keys() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Keys as text the same way whatever the deleting session's settings (src/purge.rs reads them
+-- back with these).
+SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = 1 AS $$
+DECLARE
+    col  text;
+    parent regclass;
+    old_key text;
+    new_key text;
+BEGIN
+    FOREACH col IN ARRAY TG_ARGV LOOP
+        parent := TG_RELID;
+        IF TG_LEVEL = 'ROW' AND (SELECT c.relispartition FROM pg_class c WHERE c.oid = TG_RELID) THEN
+            parent := (SELECT a.relid FROM pg_partition_ancestors(TG_RELID) WITH ORDINALITY a (relid, n)
+                        WHERE EXISTS (SELECT FROM softfk.reference r
+                                       WHERE r.parent_table = a.relid AND r.parent_column = col)
+                        ORDER BY a.n LIMIT 1);
+        END IF;
+        IF TG_OP = 'DELETE' AND TG_LEVEL = 'STATEMENT' THEN
+            -- Keys in rows of at most 1000, a purge batch's worth: a batch never has to read
+            -- (detoast) more of the queue than it purges.
+            EXECUTE format(
+                'INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause) '
+                'SELECT $1, $2, d.k[i : i + 999], ''delete'' '
+                  'FROM (SELECT array_agg(format(''%%s'', %1$I)) AS k FROM old_rows WHERE %1$I IS NOT NULL) d, '
+                       'generate_series(1, cardinality(d.k), 1000) i', col)
+            USING parent, col;
+        ELSIF TG_OP IN ('DELETE', 'UPDATE') THEN
+            EXECUTE format('SELECT CASE WHEN ($1).%1$I IS NOT NULL THEN format(''%%s'', ($1).%1$I) END, '
+                                  'CASE WHEN ($2).%1$I IS NOT NULL THEN format(''%%s'', ($2).%1$I) END', col)
+               INTO old_key, new_key USING OLD, NEW;
+            IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
+                INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
+                VALUES (parent, col, ARRAY[old_key], lower(TG_OP));
+            END IF;
+        ELSE
+            INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
+            VALUES (parent, col, NULL, 'truncate');
+        END IF;
+    END LOOP;
+    PERFORM softfk.wake_purge_at_commit();
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION softfk.sync_capture(parent regclass)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    columns name[] := ARRAY(SELECT DISTINCT r.parent_column FROM softfk.reference r
+                             WHERE r.parent_table = parent ORDER BY 1);
+    -- The trigger arguments as pg_trigger.tgargs stores them.
+    wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || decode('00', 'hex'), ''::bytea)
+                            FROM unnest(columns) c);
+    args text := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
+    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = parent);
+    t record;
+BEGIN
+    IF cardinality(columns) = 0 THEN
+        FOR t IN SELECT * FROM softfk.capture_triggers(parent) LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', t.trigger_name, parent);
+        END LOOP;
+        RETURN;
+    END IF;
+    -- A partitioned parent's DELETE trigger is a row trigger (softfk.capture_deleted_keys).
+    IF (SELECT count(*) = 3 AND bool_and(tr.tgargs = wanted_args)
+               AND bool_and(tr.tgtype & 8 = 0 OR (tr.tgtype & 1 = 1) = partitioned)
+          FROM pg_trigger tr
+         WHERE tr.tgrelid = parent AND tr.tgparentid = 0
+           AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure) THEN
+        RETURN;
+    END IF;
+    IF partitioned THEN
+        -- (A statement trigger with a transition table cannot become a row trigger in place.)
+        FOR t IN SELECT tr.tgname FROM pg_trigger tr
+                  WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & 8 <> 0
+                    AND tr.tgtype & 1 = 0
+                    AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, parent);
+        END LOOP;
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+            softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
+    ELSE
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+            softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
+    END IF;
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
+        'EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+        softfk.capture_trigger_name(parent, 16, 'softfk_capture_update'),
+        (SELECT string_agg(quote_ident(c), ', ') FROM unnest(columns) c), parent,
+        (SELECT string_agg(format('OLD.%1$I IS DISTINCT FROM NEW.%1$I', c), ' OR ')
+           FROM unnest(columns) c),
+        args);
+    EXECUTE format(
+        'CREATE OR REPLACE TRIGGER %I AFTER TRUNCATE ON %s '
+        'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+        softfk.capture_trigger_name(parent, 32, 'softfk_capture_truncate'), parent, args);
+END $$;
+
+SELECT softfk.sync_capture(p.parent_table) FROM (SELECT DISTINCT parent_table FROM softfk.reference) p;

@@ -97,9 +97,16 @@ SELECT pg_catalog.pg_extension_config_dump('softfk.purge_run', '');
 SELECT pg_catalog.pg_extension_config_dump('softfk.purge_run_id_seq', '');
 
 -- The capture trigger function, on every parent with soft references. Its arguments are the
--- parent columns that are referenced. For DELETE (statement level, transition table old_rows):
--- one queue row per column with every deleted key; for UPDATE (row level, only when a
--- referenced key changed): the old key; for TRUNCATE: a row meaning "every key".
+-- parent columns that are referenced. For DELETE (statement level, transition table
+-- old_rows): one queue row per column with every deleted key; on a partitioned parent, DELETE
+-- is captured row by row instead (below); for UPDATE (row level, only when a referenced key
+-- changed): the old key; for TRUNCATE: a row meaning "every key".
+--
+-- A partitioned parent's row triggers are cloned to its partitions, and fire there for a
+-- DELETE aimed at one partition, for the DELETE half of an UPDATE that moves a row to another
+-- partition, and for a key UPDATE within a partition; a statement trigger on the partitioned
+-- table would see none of these. The queue names the registered parent (the nearest
+-- ancestor of the partition with a reference to the column), not the partition.
 --
 -- SECURITY DEFINER: it runs inside whoever deletes users, who may not write the queue (nobody
 -- may: a forged queue row would make the worker purge). It only inserts what the statement
@@ -112,11 +119,19 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET datestyle = 'ISO, YMD' SET intervalstyle = 'postgres' SET extra_float_digits = 1 AS $$
 DECLARE
     col  text;
+    parent regclass;
     old_key text;
     new_key text;
 BEGIN
     FOREACH col IN ARRAY TG_ARGV LOOP
-        IF TG_OP = 'DELETE' THEN
+        parent := TG_RELID;
+        IF TG_LEVEL = 'ROW' AND (SELECT c.relispartition FROM pg_class c WHERE c.oid = TG_RELID) THEN
+            parent := (SELECT a.relid FROM pg_partition_ancestors(TG_RELID) WITH ORDINALITY a (relid, n)
+                        WHERE EXISTS (SELECT FROM softfk.reference r
+                                       WHERE r.parent_table = a.relid AND r.parent_column = col)
+                        ORDER BY a.n LIMIT 1);
+        END IF;
+        IF TG_OP = 'DELETE' AND TG_LEVEL = 'STATEMENT' THEN
             -- Keys in rows of at most 1000, a purge batch's worth: a batch never has to read
             -- (detoast) more of the queue than it purges.
             EXECUTE format(
@@ -124,18 +139,18 @@ BEGIN
                 'SELECT $1, $2, d.k[i : i + 999], ''delete'' '
                   'FROM (SELECT array_agg(format(''%%s'', %1$I)) AS k FROM old_rows WHERE %1$I IS NOT NULL) d, '
                        'generate_series(1, cardinality(d.k), 1000) i', col)
-            USING TG_RELID, col;
-        ELSIF TG_OP = 'UPDATE' THEN
+            USING parent, col;
+        ELSIF TG_OP IN ('DELETE', 'UPDATE') THEN
             EXECUTE format('SELECT CASE WHEN ($1).%1$I IS NOT NULL THEN format(''%%s'', ($1).%1$I) END, '
                                   'CASE WHEN ($2).%1$I IS NOT NULL THEN format(''%%s'', ($2).%1$I) END', col)
                INTO old_key, new_key USING OLD, NEW;
             IF old_key IS NOT NULL AND old_key IS DISTINCT FROM new_key THEN
                 INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
-                VALUES (TG_RELID, col, ARRAY[old_key], 'update');
+                VALUES (parent, col, ARRAY[old_key], lower(TG_OP));
             END IF;
         ELSE
             INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
-            VALUES (TG_RELID, col, NULL, 'truncate');
+            VALUES (parent, col, NULL, 'truncate');
         END IF;
     END LOOP;
     PERFORM softfk.wake_purge_at_commit();
@@ -179,6 +194,7 @@ DECLARE
     wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || decode('00', 'hex'), ''::bytea)
                             FROM unnest(columns) c);
     args text := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
+    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = parent);
     t record;
 BEGIN
     IF cardinality(columns) = 0 THEN
@@ -187,16 +203,32 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
+    -- A partitioned parent's DELETE trigger is a row trigger (softfk.capture_deleted_keys).
     IF (SELECT count(*) = 3 AND bool_and(tr.tgargs = wanted_args)
+               AND bool_and(tr.tgtype & 8 = 0 OR (tr.tgtype & 1 = 1) = partitioned)
           FROM pg_trigger tr
          WHERE tr.tgrelid = parent AND tr.tgparentid = 0
            AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure) THEN
         RETURN;
     END IF;
-    EXECUTE format(
-        'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
-        'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
-        softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
+    IF partitioned THEN
+        -- (A statement trigger with a transition table cannot become a row trigger in place.)
+        FOR t IN SELECT tr.tgname FROM pg_trigger tr
+                  WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & 8 <> 0
+                    AND tr.tgtype & 1 = 0
+                    AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure LOOP
+            EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, parent);
+        END LOOP;
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s '
+            'FOR EACH ROW EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+            softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
+    ELSE
+        EXECUTE format(
+            'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',
+            softfk.capture_trigger_name(parent, 8, 'softfk_capture_delete'), parent, args);
+    END IF;
     EXECUTE format(
         'CREATE OR REPLACE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
         'EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',

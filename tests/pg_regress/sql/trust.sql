@@ -242,6 +242,24 @@ SELECT count(*) AS tied_to_extension FROM pg_depend d JOIN pg_trigger t ON t.oid
    AND t.tgrelid IN ('people'::regclass, 'membership'::regclass, 'vote'::regclass);
 DROP TABLE membership, vote, people;
 
+-- 10. A partitioned users table: a key UPDATE within a partition, an UPDATE that moves a row
+--     (and its key) to another partition, and a DELETE aimed at one partition are all
+--     captured, for the registered parent, and purged.
+CREATE TABLE person (id int PRIMARY KEY) PARTITION BY RANGE (id);
+CREATE TABLE person_low PARTITION OF person FOR VALUES FROM (1) TO (100);
+CREATE TABLE person_high PARTITION OF person FOR VALUES FROM (100) TO (200);
+INSERT INTO person VALUES (1), (2), (3), (4);
+CREATE TABLE post (id int PRIMARY KEY, person_id int);
+INSERT INTO post VALUES (1, 1), (2, 2), (3, 3), (4, 4);
+SELECT softfk_add('post', 'person_id', 'person');
+UPDATE person SET id = 11 WHERE id = 1;        -- key changed within a partition
+UPDATE person SET id = 102 WHERE id = 2;       -- moved to another partition
+DELETE FROM person_low WHERE id = 3;           -- aimed at a partition
+SELECT parent_table, parent_column, keys, cause FROM softfk.deletion ORDER BY id;
+SELECT child, rows FROM softfk_purge();
+SELECT * FROM post ORDER BY id;
+DROP TABLE post, person;
+
 DROP TABLE zz_login, certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
     login_event, account, mention, handle, public.ran_as;
 DROP FUNCTION refuse_delete();
