@@ -73,6 +73,8 @@ DECLARE
     renamed_parent regclass;
     unlogged record;
     unchecked record;
+    -- Tables whose key-column triggers came off for this command (src/key_type.rs).
+    released oid[] := string_to_array(nullif(current_setting('softfk.released_tables', true), ''), ',')::oid[];
 BEGIN
     SELECT r.child_table, r.parent_table INTO unlogged
       FROM softfk.reference r
@@ -116,18 +118,17 @@ BEGIN
                AND a.attname <> r.parent_column
             RETURNING r.parent_table)
         SELECT DISTINCT parent_table FROM renamed
-        -- Parents altered by this command: softfk.release_key_column may have taken their
-        -- capture triggers off (ALTER COLUMN ... TYPE); sync_capture puts back what is missing.
+        -- Parents whose capture triggers softfk.release_key_column took off for this
+        -- ALTER COLUMN ... TYPE: sync_capture puts them back.
         UNION
         SELECT DISTINCT r.parent_table FROM softfk.reference r
-         WHERE EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
-                        WHERE d.classid = 'pg_class'::regclass AND d.objid = r.parent_table)
+         WHERE r.parent_table::oid = ANY (released)
     LOOP
         PERFORM softfk.sync_capture(renamed_parent);
     END LOOP;
-    -- Checked references of the tables this command altered: their keys must still compare
-    -- (otherwise the ALTER is refused, and undone), and check triggers that came off for
-    -- ALTER COLUMN ... TYPE go back on.
+    -- Checked references of the tables whose key column this ALTER COLUMN ... TYPE changed:
+    -- their keys must still compare (otherwise the ALTER is refused, and undone), and check
+    -- triggers that came off go back on.
     FOR unchecked IN
         SELECT r.id, r.child_table, r.child_column, r.parent_table, r.validate,
                k.operator IS NOT NULL AS comparable,
@@ -136,9 +137,7 @@ BEGIN
           LEFT JOIN LATERAL softfk.key_comparison(r.parent_table, r.parent_attnum,
                                                   r.child_table, r.child_attnum) k ON true
          WHERE r.validate <> 'off'
-           AND EXISTS (SELECT FROM pg_event_trigger_ddl_commands() d
-                        WHERE d.classid = 'pg_class'::regclass
-                          AND d.objid IN (r.child_table, r.parent_table))
+           AND (r.child_table::oid = ANY (released) OR r.parent_table::oid = ANY (released))
     LOOP
         IF NOT unchecked.comparable THEN
             RAISE EXCEPTION 'soft reference %(%) -> % could no longer be checked after this ALTER TABLE',
@@ -154,6 +153,7 @@ BEGIN
                 AND t.tgfoid = 'softfk.check_key()'::regprocedure;
         END IF;
     END LOOP;
+    PERFORM set_config('softfk.released_tables', '', true);
 END $$;
 
 CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end

@@ -73,6 +73,17 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::Functi
                 .expect("taking off the triggers on a key column")
         });
     }
+    // For softfk.follow_column_renames at the end of this ALTER TABLE: which tables to put
+    // triggers back on. A setting local to the transaction (and set outside
+    // as_extension_owner, whose settings end with it), so that a failed ALTER leaves nothing.
+    Spi::run_with_args(
+        "SELECT pg_catalog.set_config('softfk.released_tables',
+                pg_catalog.concat_ws(',', NULLIF(pg_catalog.current_setting('softfk.released_tables', true), ''),
+                                     $1::pg_catalog.oid),
+                true)",
+        &[table.into()],
+    )
+    .expect("noting the table for the end of the ALTER TABLE");
     pg_sys::Datum::from(0)
 }
 

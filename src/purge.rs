@@ -43,6 +43,8 @@ pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// Milliseconds.
 pub static STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+/// Whether the purge runs in a database that subscribes to logical replication.
+pub static ON_SUBSCRIBER: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The search_path child triggers see during a purge statement; empty: the pinned one.
 pub static CHILD_SEARCH_PATH: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
 
@@ -89,6 +91,17 @@ pub fn define_settings() {
         i32::MAX,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_softfk.purge_on_subscriber",
+        c"Whether the purge runs in a database that subscribes to logical replication.",
+        c"Off (the default): a subscriber receives the publisher's purge as replicated changes, \
+          and its own would write queue, run-log and archive rows whose ids collide with \
+          replicated ones, stopping the subscription. Turn it on only where the softfk tables \
+          are not replicated.",
+        &ON_SUBSCRIBER,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_string_guc(
         c"pg_softfk.child_search_path",
@@ -1241,6 +1254,23 @@ fn horizon() -> (u64, u64) {
     }
 }
 
+/// Whether this database subscribes to logical replication (and pg_softfk.purge_on_subscriber
+/// is off), so that the purge must not run here: with `FOR ALL TABLES` the softfk tables are
+/// replicated, the publisher's purge arrives as replicated changes, and a local one would
+/// collide with them.
+pub fn replica_of_a_publisher() -> bool {
+    !ON_SUBSCRIBER.get()
+        && as_extension_owner(|| {
+            read_one::<bool>(
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_subscription s
+                                 WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
+                                                     WHERE d.datname = pg_catalog.current_database()))",
+                &[],
+            )
+        })
+        .unwrap_or(false)
+}
+
 /// SQL: softfk_purge() RETURNS TABLE (child regclass, child_column text, parent regclass,
 ///   on_delete text, rows bigint)
 /// Run the purge now, in this transaction, and say per reference how many rows it changed.
@@ -1261,6 +1291,15 @@ fn softfk_purge() -> TableIterator<
             "softfk_purge() must run at isolation level READ COMMITTED",
         )
         .detail("Each purge statement must see the rows committed since the transaction began.")
+        .raise();
+    }
+    if replica_of_a_publisher() {
+        crate::error::error(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "softfk_purge() does not run in a database that subscribes to logical replication",
+        )
+        .detail("The publisher's purge arrives here as replicated changes.")
+        .hint("Run it on the publisher; or, where the softfk tables are not replicated, SET pg_softfk.purge_on_subscriber = on.")
         .raise();
     }
     let report = run(Mode::Function).expect("softfk_purge() waits for the run lock");

@@ -353,7 +353,9 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             mark_no_extension(database);
             return;
         }
-        if ENABLED.get() {
+        // A logical replication subscriber gets the publisher's purge as replicated changes
+        // (the softfk tables are published with FOR ALL TABLES); it purges nothing itself.
+        if ENABLED.get() && !in_worker_transaction(purge::replica_of_a_publisher) {
             activity(c"purging");
             // (A queue row that keeps failing waits on its own backoff, src/purge.rs: it
             // neither fills the run log at every naptime nor slows the rest of the queue.)
