@@ -1150,44 +1150,45 @@ struct Changed {
     archived: Vec<(String, String)>,
 }
 
-/// Run the purge statements of one pass over one leaf for `keys`.
+/// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]).
 fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
     let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
+    let armed = || (timeout > 0).then(|| StatementTimeout::arm(timeout));
     Spi::connect_mut(|client| {
-        let keys = keys.to_vec();
-        let result = match &sql.lock {
-            None => {
-                let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
-                client.update(&sql.act, None, &[keys.into()])
+        let mut changed = Changed { count: 0, archived: Vec::new() };
+        let mut take = |result: pgrx::spi::SpiTupleTable| {
+            changed.count += result.len() as i64;
+            if result.columns().unwrap_or(0) == 2 {
+                changed.archived.extend(
+                    result.map(|row| (row.get::<String>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap())),
+                );
             }
-            Some(lock) => {
-                let locked = {
-                    let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
+        };
+        {
+            let _armed = armed();
+            take(client.update(&sql.act, None, &[keys.to_vec().into()]).expect("running a purge statement"));
+        }
+        if let Some(locked_sql) = &sql.then_locked {
+            let locked = {
+                let _armed = armed();
+                client
+                    .update(&locked_sql.lock, None, &[keys.to_vec().into()])
+                    .expect("locking the rows of a final purge pass")
+                    .first()
+                    .get::<Vec<String>>(1)
+                    .expect("reading the locked rows")
+                    .unwrap_or_default()
+            };
+            if !locked.is_empty() {
+                let _armed = armed();
+                take(
                     client
-                        .update(lock, None, &[keys.clone().into()])
-                        .expect("locking the rows of a final purge pass")
-                        .first()
-                        .get::<Vec<String>>(1)
-                        .expect("reading the locked rows")
-                        .unwrap_or_default()
-                };
-                if locked.is_empty() {
-                    return Changed { count: 0, archived: Vec::new() };
-                }
-                let _armed = (timeout > 0).then(|| StatementTimeout::arm(timeout));
-                client.update(&sql.act, None, &[keys.into(), locked.into()])
+                        .update(&locked_sql.act, None, &[keys.to_vec().into(), locked.into()])
+                        .expect("running a purge statement"),
+                );
             }
         }
-        .expect("running a purge statement");
-        let count = result.len() as i64;
-        let archived = if result.columns().unwrap_or(0) == 2 {
-            result
-                .map(|row| (row.get::<String>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Changed { count, archived }
+        changed
     })
 }
 

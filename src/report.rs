@@ -58,25 +58,35 @@ impl Reference {
     /// re-created before that snapshot is never purged. 'archive' returns the rows it deleted
     /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes.
     ///
-    /// A first pass (`final_pass` false) is one statement: the rows are chosen and locked
-    /// `FOR UPDATE SKIP LOCKED` in a sub-select, then changed by ctid; rows other
-    /// transactions hold are left for the final pass.
+    /// `act` is one statement: the rows are chosen and locked `FOR UPDATE SKIP LOCKED` in a
+    /// sub-select, then changed by ctid; rows other transactions hold are skipped, and so
+    /// are rows changed by transactions that committed after the statement's snapshot (the
+    /// ctid the lock returns is the new version's, which that snapshot does not see). That is
+    /// a whole first pass.
     ///
-    /// The final pass waits for those rows, and a wait is where a parent can come back: the
-    /// transaction holding the row may re-create the parent key before it commits, and
-    /// PostgreSQL's re-check of a row updated meanwhile re-evaluates the row's own conditions,
-    /// not `absent_keys`, computed once under the old snapshot. So the final pass is two
-    /// statements: `lock` takes the rows (`FOR UPDATE`, waiting) and returns their ctids;
-    /// `act`, under a snapshot taken after every wait, changes those rows (`$2`, tid[]) whose
-    /// key is still absent. Nobody can change a row between the two: we hold its lock.
+    /// The final pass must also wait for the rows others hold, and a wait is where a parent
+    /// can come back: the transaction holding the row may re-create the parent key before it
+    /// commits, and PostgreSQL's re-check of a row updated meanwhile re-evaluates the row's
+    /// own conditions, not `absent_keys`, computed once under the old snapshot. So after
+    /// `act`, the final pass runs `then_locked`: `lock` takes the rows still there
+    /// (`FOR UPDATE`, waiting) and returns their ctids; its `act`, under a snapshot taken
+    /// after every wait, changes those rows (`$2`, tid[]) whose key is still absent. Nobody
+    /// can change a row between the two: we hold its lock. (When nothing was locked, as
+    /// usual, `lock` finds nothing and costs an index probe per key.)
     ///
     /// ```sql
-    /// -- lock (final pass only)
-    /// SELECT array_agg(l.ctid)::text[] FROM (
+    /// -- act (cascade)
+    /// DELETE FROM ONLY app.enrollment c
+    ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
+    ///        SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
+    ///          JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
+    ///           FOR UPDATE OF c SKIP LOCKED))
+    /// -- then_locked.lock (final pass)
+    /// SELECT array_agg(l.ctid)::pg_catalog.text[] FROM (
     ///   SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///     JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
     ///      FOR UPDATE OF c) l
-    /// -- act (cascade)
+    /// -- then_locked.act (cascade)
     /// DELETE FROM ONLY app.enrollment c
     ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
@@ -90,32 +100,38 @@ impl Reference {
             parent_type = self.parent_type,
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
+        let skipping = self.action_sql(
+            leaf,
+            "",
+            &format!(
+                "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
+                                      FOR UPDATE OF c SKIP LOCKED))"
+            ),
+        );
+        let then_locked = final_pass.then(|| LockedSql {
+            lock: format!(
+                "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
+                   (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
+            ),
+            act: self.action_sql(
+                leaf,
+                &keys,
+                &format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
+            ),
+        });
+        PurgeSql { act: skipping, then_locked }
+    }
+
+    /// The on_delete action on the rows of `leaf` (alias `c`) that meet `condition`, joined
+    /// to `using` (a FROM item, or empty).
+    fn action_sql(&self, leaf: &str, using: &str, condition: &str) -> String {
         let column = quote_ident(&self.child_column);
-        let (lock, using, condition) = if final_pass {
-            (
-                Some(format!(
-                    "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
-                       (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
-                )),
-                keys,
-                format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
-            )
-        } else {
-            (
-                None,
-                String::new(),
-                format!(
-                    "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
-                                          FOR UPDATE OF c SKIP LOCKED))"
-                ),
-            )
-        };
         let (delete_using, update_from) = if using.is_empty() {
             (String::new(), String::new())
         } else {
             (format!("USING {using}"), format!("FROM {using}"))
         };
-        let act = match self.on_delete {
+        match self.on_delete {
             OnDelete::Cascade => format!("DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition}"),
             OnDelete::SetNull => {
                 format!("UPDATE ONLY {leaf} c SET {column} = NULL {update_from} WHERE {condition}")
@@ -126,8 +142,7 @@ impl Reference {
                  RETURNING pg_catalog.format('%s', c.{column}), pg_catalog.to_jsonb(c)::pg_catalog.text"
             ),
             OnDelete::NoAction => unreachable!("on_delete 'no action' has no purge statement"),
-        };
-        PurgeSql { lock, act }
+        }
     }
 
     /// Which of the keys `$1` (text[], read as the parent key's type) have no parent row:
@@ -208,9 +223,17 @@ impl Reference {
 
 /// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
 pub struct PurgeSql {
-    /// Final pass: locks the rows of keys `$1`, waiting, and returns their ctids (text[]).
-    pub lock: Option<String>,
-    /// Changes the rows of keys `$1` whose parent is absent (final pass: among ctids `$2`).
+    /// Changes the rows of keys `$1` whose parent is absent, skipping locked rows.
+    pub act: String,
+    /// Final pass only: then the rows that were locked, waiting for them.
+    pub then_locked: Option<LockedSql>,
+}
+
+/// The final pass's second step: lock, then act on what was locked.
+pub struct LockedSql {
+    /// Locks the rows of keys `$1`, waiting, and returns their ctids (text[]).
+    pub lock: String,
+    /// Changes those of the ctids `$2` whose key (in `$1`) is still absent.
     pub act: String,
 }
 
