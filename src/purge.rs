@@ -1398,6 +1398,22 @@ fn restorable_columns(child: pg_sys::Oid, row: &str) -> (String, Vec<String>, Ve
     })
 }
 
+/// SQL: softfk.row_version_seen(row_xmin xid) RETURNS boolean
+/// Whether the calling statement's snapshot saw the row version with this xmin: false for a
+/// version written by a transaction that was running when the snapshot was taken, or
+/// started since — the version PostgreSQL's re-check of a concurrently updated row brings
+/// (EvalPlanQual). The final purge pass leaves such versions to be judged under a new
+/// snapshot (src/report.rs, `Reference::purge_sql`).
+#[pg_extern(sql = false)]
+fn row_version_seen(row_xmin: pg_sys::TransactionId) -> bool {
+    // SAFETY: the active snapshot is the executing statement's; XidInMVCCSnapshot only reads
+    // it (and pg_subtrans for a snapshot that overflowed).
+    unsafe {
+        let snapshot = pg_sys::GetActiveSnapshot();
+        snapshot.is_null() || !pg_sys::XidInMVCCSnapshot(row_xmin, snapshot)
+    }
+}
+
 /// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]
 /// The keys (as text) that have no row in the reference's parent: the parent check inside
 /// each purge statement. The statement runs as the child's owner, who may not read the parent;

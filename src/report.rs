@@ -58,35 +58,36 @@ impl Reference {
     /// re-created before that snapshot is never purged. 'archive' returns the rows it deleted
     /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes.
     ///
-    /// `act` is one statement: the rows are chosen and locked `FOR UPDATE SKIP LOCKED` in a
-    /// sub-select, then changed by ctid; rows other transactions hold are skipped, and so
-    /// are rows changed by transactions that committed after the statement's snapshot (the
-    /// ctid the lock returns is the new version's, which that snapshot does not see). That is
-    /// a whole first pass.
+    /// In a first pass, `act` chooses and locks the rows `FOR UPDATE SKIP LOCKED` in a
+    /// sub-select, then changes them by ctid: rows other transactions hold are left for the
+    /// final pass, and so are rows changed by transactions that committed after the
+    /// statement's snapshot (the lock returns the new version's ctid, which that snapshot
+    /// does not see).
     ///
-    /// The final pass must also wait for the rows others hold, and a wait is where a parent
-    /// can come back: the transaction holding the row may re-create the parent key before it
-    /// commits, and PostgreSQL's re-check of a row updated meanwhile re-evaluates the row's
-    /// own conditions, not `absent_keys`, computed once under the old snapshot. So after
-    /// `act`, the final pass runs `then_locked`: `lock` takes the rows still there
-    /// (`FOR UPDATE`, waiting) and returns their ctids; its `act`, under a snapshot taken
-    /// after every wait, changes those rows (`$2`, tid[]) whose key is still absent. Nobody
-    /// can change a row between the two: we hold its lock. (When nothing was locked, as
-    /// usual, `lock` finds nothing and costs an index probe per key.)
+    /// The final pass must wait for the rows others hold, and a wait is where a parent can
+    /// come back: the transaction holding the row may re-create the parent key and update the
+    /// row before it commits, and PostgreSQL's re-check of a row updated meanwhile
+    /// (EvalPlanQual) re-evaluates the row's own conditions, not `absent_keys`, computed once
+    /// under the statement's snapshot. So its `act` joins the keys directly (waiting for row
+    /// locks itself, the fast way) but changes only row versions its snapshot saw
+    /// (`softfk.row_version_seen(c.xmin)`); a version written since — by the transaction it
+    /// waited for, or one that committed while it ran — is left to `then_locked`: `lock`
+    /// takes the rows still there (`FOR UPDATE`, waiting) and returns their ctids, and its
+    /// `act`, under a snapshot taken after every wait, changes those rows (`$2`, tid[]) whose
+    /// key is still absent. Nobody can change a row between the two: we hold its lock. When
+    /// nothing was left, as usual, `lock` costs an index probe per key.
     ///
     /// ```sql
-    /// -- act (cascade)
+    /// -- act, final pass (cascade)
     /// DELETE FROM ONLY app.enrollment c
-    ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(
-    ///        SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
-    ///          JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
-    ///           FOR UPDATE OF c SKIP LOCKED))
-    /// -- then_locked.lock (final pass)
+    ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
+    ///  WHERE k.key OPERATOR(pg_catalog.=) c.user_id AND softfk.row_version_seen(c.xmin)
+    /// -- then_locked.lock
     /// SELECT array_agg(l.ctid)::pg_catalog.text[] FROM (
     ///   SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///     JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
     ///      FOR UPDATE OF c) l
-    /// -- then_locked.act (cascade)
+    /// -- then_locked.act
     /// DELETE FROM ONLY app.enrollment c
     ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
@@ -100,14 +101,18 @@ impl Reference {
             parent_type = self.parent_type,
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
-        let skipping = self.action_sql(
-            leaf,
-            "",
-            &format!(
-                "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
-                                      FOR UPDATE OF c SKIP LOCKED))"
-            ),
-        );
+        let act = if final_pass {
+            self.action_sql(leaf, &keys, &format!("{key_matches} AND softfk.row_version_seen(c.xmin)"))
+        } else {
+            self.action_sql(
+                leaf,
+                "",
+                &format!(
+                    "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
+                                          FOR UPDATE OF c SKIP LOCKED))"
+                ),
+            )
+        };
         let then_locked = final_pass.then(|| LockedSql {
             lock: format!(
                 "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
@@ -119,7 +124,7 @@ impl Reference {
                 &format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
             ),
         });
-        PurgeSql { act: skipping, then_locked }
+        PurgeSql { act, then_locked }
     }
 
     /// The on_delete action on the rows of `leaf` (alias `c`) that meet `condition`, joined
@@ -223,7 +228,8 @@ impl Reference {
 
 /// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
 pub struct PurgeSql {
-    /// Changes the rows of keys `$1` whose parent is absent, skipping locked rows.
+    /// Changes the rows of keys `$1` whose parent is absent: in a first pass those nobody
+    /// holds; in the final pass those whose version its snapshot saw, waiting for locks.
     pub act: String,
     /// Final pass only: then the rows that were locked, waiting for them.
     pub then_locked: Option<LockedSql>,
