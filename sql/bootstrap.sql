@@ -74,7 +74,7 @@ DECLARE
     unlogged record;
     unchecked record;
     -- Tables whose key-column triggers came off for this command (src/key_type.rs).
-    released oid[] := string_to_array(nullif(current_setting('softfk.released_tables', true), ''), ',')::oid[];
+    released oid[] := string_to_array(nullif(current_setting('pg_softfk.released_tables', true), ''), ',')::oid[];
 BEGIN
     SELECT r.child_table, r.parent_table INTO unlogged
       FROM softfk.reference r
@@ -123,6 +123,14 @@ BEGIN
         UNION
         SELECT DISTINCT r.parent_table FROM softfk.reference r
          WHERE r.parent_table::oid = ANY (released)
+        -- Parents attached as a partition (or detached) since their DELETE trigger was made:
+        -- a partition captures row by row, a plain table per statement.
+        UNION
+        SELECT DISTINCT r.parent_table FROM softfk.reference r
+          JOIN pg_class c ON c.oid = r.parent_table
+          JOIN pg_trigger t ON t.tgrelid = r.parent_table AND t.tgparentid = 0
+                           AND t.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure
+         WHERE t.tgtype & 8 <> 0 AND (t.tgtype & 1 = 1) <> (c.relkind = 'p' OR c.relispartition)
     LOOP
         PERFORM softfk.sync_capture(renamed_parent);
     END LOOP;
@@ -153,7 +161,7 @@ BEGIN
                 AND t.tgfoid = 'softfk.check_key()'::regprocedure;
         END IF;
     END LOOP;
-    PERFORM set_config('softfk.released_tables', '', true);
+    PERFORM set_config('pg_softfk.released_tables', '', true);
 END $$;
 
 CREATE EVENT TRIGGER softfk_follow_column_renames ON ddl_command_end

@@ -27,8 +27,11 @@ REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
 ALTER TABLE softfk.deletion
     ADD COLUMN reference_id bigint REFERENCES softfk.reference (id) ON DELETE CASCADE;
 -- The cluster whose transaction ids final_after counts in (sql/purge.sql).
+CREATE FUNCTION softfk.system_identifier() RETURNS bigint
+STABLE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'system_identifier_wrapper';
 ALTER TABLE softfk.deletion
-    ADD COLUMN xid_cluster bigint NOT NULL DEFAULT (pg_catalog.pg_control_system()).system_identifier;
+    ADD COLUMN xid_cluster bigint NOT NULL DEFAULT softfk.system_identifier();
+CREATE INDEX deletion_reference_id ON softfk.deletion (reference_id) WHERE reference_id IS NOT NULL;
 
 -- The purge's views show each child's owner its own references and errors (sql/api.sql).
 CREATE OR REPLACE VIEW softfk_status WITH (security_barrier) AS
@@ -153,7 +156,7 @@ DECLARE
     unlogged record;
     unchecked record;
     -- Tables whose key-column triggers came off for this command (src/key_type.rs).
-    released oid[] := string_to_array(nullif(current_setting('softfk.released_tables', true), ''), ',')::oid[];
+    released oid[] := string_to_array(nullif(current_setting('pg_softfk.released_tables', true), ''), ',')::oid[];
 BEGIN
     SELECT r.child_table, r.parent_table INTO unlogged
       FROM softfk.reference r
@@ -202,6 +205,14 @@ BEGIN
         UNION
         SELECT DISTINCT r.parent_table FROM softfk.reference r
          WHERE r.parent_table::oid = ANY (released)
+        -- Parents attached as a partition (or detached) since their DELETE trigger was made:
+        -- a partition captures row by row, a plain table per statement.
+        UNION
+        SELECT DISTINCT r.parent_table FROM softfk.reference r
+          JOIN pg_class c ON c.oid = r.parent_table
+          JOIN pg_trigger t ON t.tgrelid = r.parent_table AND t.tgparentid = 0
+                           AND t.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure
+         WHERE t.tgtype & 8 <> 0 AND (t.tgtype & 1 = 1) <> (c.relkind = 'p' OR c.relispartition)
     LOOP
         PERFORM softfk.sync_capture(renamed_parent);
     END LOOP;
@@ -232,7 +243,7 @@ BEGIN
                 AND t.tgfoid = 'softfk.check_key()'::regprocedure;
         END IF;
     END LOOP;
-    PERFORM set_config('softfk.released_tables', '', true);
+    PERFORM set_config('pg_softfk.released_tables', '', true);
 END $$;
 
 -- Implicit casts through user-written functions are no longer comparable (sql/bootstrap.sql).
@@ -742,10 +753,11 @@ BEGIN
     FOREACH col IN ARRAY TG_ARGV LOOP
         parent := TG_RELID;
         IF TG_LEVEL = 'ROW' AND (SELECT c.relispartition FROM pg_class c WHERE c.oid = TG_RELID) THEN
-            parent := (SELECT a.relid FROM pg_partition_ancestors(TG_RELID) WITH ORDINALITY a (relid, n)
-                        WHERE EXISTS (SELECT FROM softfk.reference r
-                                       WHERE r.parent_table = a.relid AND r.parent_column = col)
-                        ORDER BY a.n LIMIT 1);
+            -- The table whose trigger this is (a clone on a partition keeps its name).
+            parent := (SELECT t.tgrelid FROM pg_partition_ancestors(TG_RELID) a
+                         JOIN pg_trigger t ON t.tgrelid = a.relid AND t.tgname = TG_NAME
+                        WHERE t.tgparentid = 0
+                          AND t.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure);
         END IF;
         IF TG_OP = 'DELETE' AND TG_LEVEL = 'STATEMENT' THEN
             -- Keys in rows of at most 1000, a purge batch's worth: a batch never has to read
@@ -782,7 +794,7 @@ DECLARE
     wanted_args bytea := (SELECT string_agg(convert_to(c, getdatabaseencoding()) || decode('00', 'hex'), ''::bytea)
                             FROM unnest(columns) c);
     args text := (SELECT string_agg(quote_literal(c), ', ') FROM unnest(columns) c);
-    partitioned boolean := (SELECT c.relkind = 'p' FROM pg_class c WHERE c.oid = parent);
+    partitioned boolean := (SELECT c.relkind = 'p' OR c.relispartition FROM pg_class c WHERE c.oid = parent);
     t record;
 BEGIN
     IF cardinality(columns) = 0 THEN
@@ -791,7 +803,8 @@ BEGIN
         END LOOP;
         RETURN;
     END IF;
-    -- A partitioned parent's DELETE trigger is a row trigger (softfk.capture_deleted_keys).
+    -- A partitioned parent's (or a partition's) DELETE trigger is a row trigger
+    -- (softfk.capture_deleted_keys).
     IF (SELECT count(*) = 3 AND bool_and(tr.tgargs = wanted_args)
                AND bool_and(tr.tgtype & 8 = 0 OR (tr.tgtype & 1 = 1) = partitioned)
           FROM pg_trigger tr
@@ -799,14 +812,15 @@ BEGIN
            AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure) THEN
         RETURN;
     END IF;
+    -- A DELETE trigger of the other level (the parent was attached as a partition, or
+    -- detached) goes first: a trigger cannot change level in place.
+    FOR t IN SELECT tr.tgname FROM pg_trigger tr
+              WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & 8 <> 0
+                AND (tr.tgtype & 1 = 1) <> partitioned
+                AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, parent);
+    END LOOP;
     IF partitioned THEN
-        -- (A statement trigger with a transition table cannot become a row trigger in place.)
-        FOR t IN SELECT tr.tgname FROM pg_trigger tr
-                  WHERE tr.tgrelid = parent AND tr.tgparentid = 0 AND tr.tgtype & 8 <> 0
-                    AND tr.tgtype & 1 = 0
-                    AND tr.tgfoid = 'softfk.capture_deleted_keys()'::regprocedure LOOP
-            EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, parent);
-        END LOOP;
         EXECUTE format(
             'CREATE OR REPLACE TRIGGER %I AFTER DELETE ON %s '
             'FOR EACH ROW EXECUTE FUNCTION softfk.capture_deleted_keys(%s)',

@@ -16,8 +16,28 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+
 use crate::fmgr::function_info_v1;
 use crate::registry::as_extension_owner;
+use crate::settings::set_for_transaction;
+
+/// The tables whose key-column triggers came off for the ALTER TABLE in progress, as a
+/// comma-separated list of oids, for softfk.follow_column_renames at its end. Superuser-only
+/// and hidden: no role may make the end of its own ALTER TABLE re-sync other tables.
+static RELEASED_TABLES: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
+
+/// Called from `_PG_init`.
+pub fn define_settings() {
+    GucRegistry::define_string_guc(
+        c"pg_softfk.released_tables",
+        c"Internal: tables whose key-column triggers the ALTER TABLE in progress took off.",
+        c"Set by pg_softfk for the rest of the transaction; not meant to be set by hand.",
+        &RELEASED_TABLES,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::NO_RESET_ALL,
+    );
+}
 
 function_info_v1!(pg_finfo_softfk_before_alter_table);
 
@@ -74,16 +94,14 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::Functi
         });
     }
     // For softfk.follow_column_renames at the end of this ALTER TABLE: which tables to put
-    // triggers back on. A setting local to the transaction (and set outside
-    // as_extension_owner, whose settings end with it), so that a failed ALTER leaves nothing.
-    Spi::run_with_args(
-        "SELECT pg_catalog.set_config('softfk.released_tables',
-                pg_catalog.concat_ws(',', NULLIF(pg_catalog.current_setting('softfk.released_tables', true), ''),
-                                     $1::pg_catalog.oid),
-                true)",
-        &[table.into()],
-    )
-    .expect("noting the table for the end of the ALTER TABLE");
+    // triggers back on. Local to the transaction (and set outside as_extension_owner, whose
+    // settings end with it), so that a failed ALTER leaves nothing behind.
+    let mut released: Vec<String> = RELEASED_TABLES
+        .get()
+        .map(|list| list.to_string_lossy().split(',').filter(|t| !t.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    released.push(table.to_u32().to_string());
+    set_for_transaction(c"pg_softfk.released_tables", &released.join(","));
     pg_sys::Datum::from(0)
 }
 

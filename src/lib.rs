@@ -28,6 +28,7 @@ pub extern "C-unwind" fn _PG_init() {
     check::define_settings();
     purge::define_settings();
     report::define_settings();
+    key_type::define_settings();
     worker::init();
     unsafe { ::pgrx::pg_sys::MarkGUCPrefixReserved(c"pg_softfk".as_ptr()) };
 }

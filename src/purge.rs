@@ -205,12 +205,15 @@ pub fn run(mode: Mode) -> Option<RunReport> {
     }
     let run_id = in_transaction(mode, start_run_log(mode)).unwrap_or_else(|e| e.rethrow());
     let mut report = RunReport::default();
+    LAST_ROUND.with_borrow_mut(|last| last.clear());
     let mut keys_for_entry: BTreeMap<i64, i32> = BTreeMap::new();
+    // Entries whose batch failed with several references: retried one reference at a time.
+    let mut isolated = std::collections::BTreeSet::new();
     loop {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
         }
-        let outcome = in_transaction(mode, || batch(mode, &failed_entries, &keys_for_entry));
+        let outcome = in_transaction(mode, || batch(mode, &failed_entries, &keys_for_entry, &isolated));
         match outcome {
             Ok(None) => break,
             Ok(Some(done)) => {
@@ -256,6 +259,11 @@ pub fn run(mode: Mode) -> Option<RunReport> {
                 };
                 if entry == 0 || mode == Mode::Worker && unsafe { pg_sys::ProcDiePending != 0 } {
                     error.rethrow();
+                }
+                // A batch of several references is retried with each in a subtransaction of its
+                // own: the failing one hands its keys over, the others are purged.
+                if MANY_REFERENCES.get() && isolated.insert(entry) {
+                    continue;
                 }
                 // A batch that merged later rows is retried with its own row alone first, so
                 // that one bad key in a merged row never holds back the keys before it.
@@ -376,6 +384,12 @@ thread_local! {
     static CURRENT: Cell<(i64, i32, i64)> = const { Cell::new((0, 0, 0)) };
     /// When the batch in progress merged later queue rows: the keys of its own entry.
     static OWN_KEYS: Cell<Option<i32>> = const { Cell::new(None) };
+    /// Whether the batch in progress purges several references.
+    static MANY_REFERENCES: Cell<bool> = const { Cell::new(false) };
+    /// Per (queue row, reference, leaf) of a whole-table purge: the orphan keys its last
+    /// round purged, in this run.
+    static LAST_ROUND: std::cell::RefCell<std::collections::HashMap<(i64, i64, String), Vec<String>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// The lock that makes runs exclusive per database. An advisory lock, but in a key space no
@@ -598,9 +612,15 @@ struct Entry {
 }
 
 /// Purge one batch in the current transaction. `None` when no queue row is ready.
-fn batch(mode: Mode, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Batch> {
+fn batch(
+    mode: Mode,
+    failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
+    isolated: &std::collections::BTreeSet<i64>,
+) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
+    MANY_REFERENCES.set(false);
     if !worker_still_holds_run_lock() {
         return None; // another run took over: this one ends
     }
@@ -635,15 +655,19 @@ fn batch(mode: Mode, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>
     .into_iter()
     .filter(|loaded| match loaded {
         Ok(reference) => reference.on_delete != OnDelete::NoAction,
-        Err(_) => true,
+        Err(unusable) => unusable.on_delete != OnDelete::NoAction,
     })
     .filter(|loaded| entry.reference.is_none_or(|only| only == reference_id(loaded)))
     .collect();
-    // With several references, each is purged in a subtransaction of its own: one that fails
-    // (a trigger refuses, a 'set null' column made NOT NULL, a type changed) hands its keys to
-    // a queue row of its own and the others go on. Alone, a reference's failure is the
-    // batch's, retried with fewer keys and then backed off (run()).
-    let isolate = references.len() > 1;
+    // A batch whose references failed together before (run(): `isolated`) purges each of them
+    // in a subtransaction of its own: one that fails (a trigger refuses, a type changed)
+    // hands its keys to queue rows of its own and the others go on. Only then: a
+    // subtransaction per reference and batch would, with ~170 references to a users table,
+    // overflow the backend's cache of 64 subtransaction ids, and every snapshot in the
+    // cluster would read pg_subtrans while the batch runs. Alone, a reference's failure is
+    // the batch's, retried with fewer keys and then backed off.
+    MANY_REFERENCES.set(references.len() > 1);
+    let isolate = references.len() > 1 && isolated.contains(&entry.id);
     for loaded in &references {
         let id = reference_id(loaded);
         CURRENT.set((entry.id, key_count, id));
@@ -767,19 +791,29 @@ fn hand_over(entry: &Entry, reference: i64) -> Vec<i64> {
     }
     slices
         .into_iter()
-        .map(|(source, keys)| {
-            Spi::get_one_with_args::<i64>(
-                "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
+        .flat_map(|(source, keys)| {
+            Spi::connect_mut(|client| {
+                client
+                    .update(
+                        "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
                                               deleted_at, final_pass, final_after, xid_cluster,
                                               reference_id)
                  SELECT d.parent_table, d.parent_column, $2, d.cause, d.deleted_by, d.deleted_at,
                         d.final_pass, d.final_after, d.xid_cluster, $3
                    FROM softfk.deletion d WHERE d.id = $1
+                    -- (A whole-table purge that takes several batches hands over once.)
+                    AND NOT ($2 IS NULL AND EXISTS (
+                            SELECT FROM softfk.deletion o
+                             WHERE o.reference_id = $3 AND o.keys IS NULL
+                               AND o.parent_table = d.parent_table AND o.parent_column = d.parent_column))
                  RETURNING id",
-                &[source.into(), keys.into(), reference.into()],
-            )
-            .expect("handing a reference's keys over to a queue row of its own")
-            .expect("the rows being purged exist")
+                        None,
+                        &[source.into(), keys.into(), reference.into()],
+                    )
+                    .expect("handing a reference's keys over to a queue row of its own")
+                    .map(|row| row.get::<i64>(1).unwrap().unwrap())
+                    .collect::<Vec<i64>>()
+            })
         })
         .collect()
 }
@@ -811,6 +845,12 @@ fn ready() -> String {
 fn this_cluster() -> i64 {
     // SAFETY: reads a value the control file gave at startup.
     unsafe { pg_sys::GetSystemIdentifier() as i64 }
+}
+
+/// SQL: softfk.system_identifier() RETURNS bigint — the default of softfk.deletion.xid_cluster.
+#[pg_extern(sql = false)]
+fn system_identifier() -> i64 {
+    this_cluster()
 }
 
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
@@ -1047,8 +1087,28 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 .unwrap_or_default();
                 // More may follow while a round changes rows; a round whose orphan rows are
                 // all locked by others (skipped) changes none and leaves them to the final pass.
-                if !orphan_keys.is_empty() && run(&orphan_keys) > 0 {
-                    hit_limit = true;
+                // A round that finds the very keys the last one purged made no progress: in a
+                // first pass, rows others hold (left to the final pass); in the final pass,
+                // which waits for them, a trigger on the child that keeps the key — an error,
+                // not an endless loop.
+                if !orphan_keys.is_empty() {
+                    let round = (entry.id, reference.id, leaf.clone());
+                    let same_as_last = LAST_ROUND.with_borrow(|last| last.get(&round) == Some(&orphan_keys));
+                    if same_as_last && !entry.final_pass {
+                        continue;
+                    }
+                    if same_as_last {
+                        crate::error::error(
+                            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                            format!("purging {leaf} makes no progress: its orphan rows keep their keys"),
+                        )
+                        .detail("A trigger on the table may keep the key column as it was.")
+                        .raise();
+                    }
+                    if run(&orphan_keys) > 0 {
+                        hit_limit = true;
+                        LAST_ROUND.with_borrow_mut(|last| last.insert(round, orphan_keys));
+                    }
                 }
             }
         }
@@ -1164,11 +1224,15 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
                 );
             }
         };
+        VERSIONS_LEFT.set(0);
         {
             let _armed = armed();
             take(client.update(&sql.act, None, &[keys.to_vec().into()]).expect("running a purge statement"));
         }
-        if let Some(locked_sql) = &sql.then_locked {
+        // Every row the final pass must change existed in the first statement's snapshot
+        // (the transactions that could add one had all ended); only versions written since,
+        // which it left alone, need a second look.
+        if let Some(locked_sql) = sql.then_locked.as_ref().filter(|_| VERSIONS_LEFT.get() > 0) {
             let locked = {
                 let _armed = armed();
                 client
@@ -1262,10 +1326,11 @@ fn horizon() -> (u64, u64) {
 pub fn replica_of_a_publisher() -> bool {
     !ON_SUBSCRIBER.get()
         && as_extension_owner(|| {
+            // The queue itself subscribed (a subscription naming other tables, or one left
+            // over from an upgrade by logical replication, does not count).
             read_one::<bool>(
-                "SELECT EXISTS (SELECT FROM pg_catalog.pg_subscription s
-                                 WHERE s.subdbid = (SELECT d.oid FROM pg_catalog.pg_database d
-                                                     WHERE d.datname = pg_catalog.current_database()))",
+                "SELECT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel r
+                                 WHERE r.srrelid = 'softfk.deletion'::pg_catalog.regclass)",
                 &[],
             )
         })
@@ -1408,10 +1473,20 @@ fn restorable_columns(child: pg_sys::Oid, row: &str) -> (String, Vec<String>, Ve
 fn row_version_seen(row_xmin: pg_sys::TransactionId) -> bool {
     // SAFETY: the active snapshot is the executing statement's; XidInMVCCSnapshot only reads
     // it (and pg_subtrans for a snapshot that overflowed).
-    unsafe {
+    let seen = unsafe {
         let snapshot = pg_sys::GetActiveSnapshot();
         snapshot.is_null() || !pg_sys::XidInMVCCSnapshot(row_xmin, snapshot)
+    };
+    if !seen {
+        VERSIONS_LEFT.set(VERSIONS_LEFT.get() + 1);
     }
+    seen
+}
+
+thread_local! {
+    /// Row versions the final pass's first statement left alone (softfk.row_version_seen was
+    /// false): only then must the lock-then-act pair run.
+    static VERSIONS_LEFT: Cell<u64> = const { Cell::new(0) };
 }
 
 /// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]

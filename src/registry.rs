@@ -107,6 +107,7 @@ pub fn load(which: Which) -> Vec<Reference> {
 /// index dropped): it is kept, and named, until it is fixed or dropped.
 pub struct Unusable {
     pub id: i64,
+    pub on_delete: OnDelete,
     pub message: String,
     detail: String,
 }
@@ -182,6 +183,7 @@ pub fn load_each(which: Which) -> Vec<Result<Reference, Unusable>> {
                 // after registering.
                 return Err(Unusable {
                     id: row.get(13).unwrap().unwrap(),
+                    on_delete: OnDelete::parse(&text(14)),
                     message: format!(
                         "soft reference {}.{} -> {}.{} can no longer be checked",
                         text(2),

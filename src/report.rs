@@ -74,8 +74,8 @@ impl Reference {
     /// waited for, or one that committed while it ran — is left to `then_locked`: `lock`
     /// takes the rows still there (`FOR UPDATE`, waiting) and returns their ctids, and its
     /// `act`, under a snapshot taken after every wait, changes those rows (`$2`, tid[]) whose
-    /// key is still absent. Nobody can change a row between the two: we hold its lock. When
-    /// nothing was left, as usual, `lock` costs an index probe per key.
+    /// key is still absent. Nobody can change a row between the two: we hold its lock. The
+    /// engine runs them only when `act` left a version alone (usually it left none).
     ///
     /// ```sql
     /// -- act, final pass (cascade)

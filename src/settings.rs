@@ -44,3 +44,22 @@ pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R 
         result
     }
 }
+
+/// Set `name` to `value` until the end of the transaction (as `SET LOCAL`), with superuser
+/// rights: for pg_softfk's own internal settings.
+pub fn set_for_transaction(name: &CStr, value: &str) {
+    let value = CString::new(value).expect("a setting without NUL");
+    // SAFETY: set_config_option copies the strings; GUC_ACTION_LOCAL ends with the transaction.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+}

@@ -347,6 +347,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
     }
     let mut last_sweep = std::time::Instant::now();
+    let mut idle_as_replica = false;
     loop {
         check_signals();
         if !extension_exists() {
@@ -355,7 +356,14 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
         // A logical replication subscriber gets the publisher's purge as replicated changes
         // (the softfk tables are published with FOR ALL TABLES); it purges nothing itself.
-        if ENABLED.get() && !in_worker_transaction(purge::replica_of_a_publisher) {
+        let replica = ENABLED.get() && in_worker_transaction(purge::replica_of_a_publisher);
+        if replica != idle_as_replica {
+            idle_as_replica = replica;
+            if replica {
+                log!("pg_softfk: the purge worker of this database stays idle: softfk.deletion is replicated from a publisher, whose purge arrives here");
+            }
+        }
+        if ENABLED.get() && !replica {
             activity(c"purging");
             // (A queue row that keeps failing waits on its own backoff, src/purge.rs: it
             // neither fills the run log at every naptime nor slows the rest of the queue.)
@@ -401,7 +409,8 @@ fn queue_sweep() {
                FROM softfk.reference r
               WHERE NOT EXISTS (SELECT FROM softfk.deletion d
                                  WHERE d.keys IS NULL AND d.parent_table = r.parent_table
-                                   AND d.parent_column = r.parent_column)",
+                                   AND d.parent_column = r.parent_column
+                                   AND d.reference_id IS NULL)",
         )
         .expect("queueing a sweep")
     });
