@@ -83,14 +83,30 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
             rows.into_iter().next().map(|row| {
                 let text = |n: usize| row.get::<String>(n).unwrap().unwrap();
                 let flag = |n: usize| row.get::<bool>(n).unwrap().unwrap();
-                (text(1), text(2), text(3), flag(4), flag(5), flag(6), flag(7))
+                (
+                    text(1),
+                    text(2),
+                    text(3),
+                    flag(4),
+                    flag(5),
+                    flag(6),
+                    flag(7),
+                )
             })
         })
     });
     let mut clause = String::new();
     let mut options = String::new();
     match adopted {
-        Some((name, adopted_on_delete, on_update, match_full, deferrable, deferred, name_taken)) => {
+        Some((
+            name,
+            adopted_on_delete,
+            on_update,
+            match_full,
+            deferrable,
+            deferred,
+            name_taken,
+        )) => {
             if !name_taken {
                 clause = format!("CONSTRAINT {} ", quote_identifier(&name));
             }
@@ -102,7 +118,10 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
             if match_full {
                 options.push_str(" MATCH FULL");
             }
-            options.push_str(&format!(" ON UPDATE {} ON DELETE {on_delete}", on_update.to_uppercase()));
+            options.push_str(&format!(
+                " ON UPDATE {} ON DELETE {on_delete}",
+                on_update.to_uppercase()
+            ));
             if deferrable {
                 options.push_str(" DEFERRABLE");
             }

@@ -53,14 +53,15 @@ fn wake_purge_at_commit() {
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
     match event {
         // COMMIT comes after the transaction became visible to others: the woken worker sees
         // the queue rows. (A prepared transaction is found by the worker's next poll.)
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
-            if WAKE_AT_COMMIT.replace(false) {
-                worker::wake_database();
-            }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT if WAKE_AT_COMMIT.replace(false) => {
+            worker::wake_database();
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             WAKE_AT_COMMIT.set(false)

@@ -44,7 +44,12 @@ pub fn define_settings() {
 pub fn install(reference: i64, child: pg_sys::Oid, child_column: &str, validate: &str) {
     Spi::run_with_args(
         "SELECT softfk.install_check($1, $2, $3, $4)",
-        &[reference.into(), child.into(), child_column.into(), validate.into()],
+        &[
+            reference.into(),
+            child.into(),
+            child_column.into(),
+            validate.into(),
+        ],
     )
     .expect("installing the check triggers");
 }
@@ -156,7 +161,11 @@ impl Plan {
                     .select(LOAD, None, &[reference.into(), table.into()])
                     .expect("reading softfk.reference");
                 rows.into_iter().next().map(|row| {
-                    let oid = |n: usize| row.get::<pg_sys::Oid>(n).unwrap().unwrap_or(pg_sys::InvalidOid);
+                    let oid = |n: usize| {
+                        row.get::<pg_sys::Oid>(n)
+                            .unwrap()
+                            .unwrap_or(pg_sys::InvalidOid)
+                    };
                     let text = |n: usize| row.get::<String>(n).unwrap().unwrap_or_default();
                     let oids = |n: usize| -> Vec<pg_sys::Oid> {
                         row.get::<Vec<pg_sys::Oid>>(n).unwrap().unwrap_or_default()
@@ -204,7 +213,9 @@ impl Plan {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("softfk.check_key() for soft reference {label} fired on another table"),
             )
-            .detail("A soft reference's check runs only on its child table and the child's partitions.")
+            .detail(
+                "A soft reference's check runs only on its child table and the child's partitions.",
+            )
             .hint("Register the table's own column with softfk_add().")
             .raise(),
             None => None,
@@ -303,9 +314,12 @@ impl Plan {
     /// Does a live row written by this transaction still hold `key`? Asked only on the rare
     /// path where a queued check's own row is gone but other rows relied on that check.
     fn child_written_here_has(&self, key_text: &str) -> bool {
-        let reference = registry::load(registry::Which::Child(self.registered_child, &self.registered_column))
-            .pop()
-            .expect("the registration was just read");
+        let reference = registry::load(registry::Which::Child(
+            self.registered_child,
+            &self.registered_column,
+        ))
+        .pop()
+        .expect("the registration was just read");
         // Not as the caller, who may INSERT into the child without being allowed to SELECT
         // from it; core's RI queries likewise run as a table owner.
         registry::as_extension_owner(|| {
@@ -377,7 +391,9 @@ function_info_v1!(pg_finfo_softfk_check_key);
 /// the reference id.
 #[unsafe(no_mangle)]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn softfk_check_key(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn softfk_check_key(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     use pgrx::trigger_support::*;
     let fired_properly = called_as_trigger(fcinfo) && {
         let event = (*((*fcinfo).context as *mut pg_sys::TriggerData)).tg_event;
@@ -393,7 +409,11 @@ pub unsafe extern "C-unwind" fn softfk_check_key(fcinfo: pg_sys::FunctionCallInf
         .raise();
     }
     let data = &*((*fcinfo).context as *mut pg_sys::TriggerData);
-    let slot = if trigger_fired_by_update(data.tg_event) { data.tg_newslot } else { data.tg_trigslot };
+    let slot = if trigger_fired_by_update(data.tg_event) {
+        data.tg_newslot
+    } else {
+        data.tg_trigslot
+    };
     let reference = reference_argument(&*data.tg_trigger);
     let table = (*data.tg_relation).rd_id;
     let plan = Plan::get(reference, table);
@@ -451,8 +471,8 @@ pub unsafe extern "C-unwind" fn softfk_key_needs_check(
     let flinfo = (*fcinfo).flinfo;
     if (*flinfo).fn_extra.is_null() {
         let type_oid = pg_sys::get_fn_expr_argtype(flinfo, 1);
-        let key_type = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<KeyType>())
-            as *mut KeyType;
+        let key_type =
+            pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<KeyType>()) as *mut KeyType;
         let (mut length, mut by_value) = (0i16, false);
         pg_sys::get_typlenbyval(type_oid, &mut length, &mut by_value);
         key_type.write(KeyType { length, by_value });

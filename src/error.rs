@@ -8,15 +8,24 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 pub struct Message(ErrorReport, PgLogLevel);
 
 pub fn error(code: PgSqlErrorCode, message: impl Into<String>) -> Message {
-    Message(ErrorReport::new(code, message.into(), "pg_softfk"), PgLogLevel::ERROR)
+    Message(
+        ErrorReport::new(code, message.into(), "pg_softfk"),
+        PgLogLevel::ERROR,
+    )
 }
 
 pub fn notice(message: impl Into<String>) -> Message {
-    Message(error(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message).0, PgLogLevel::NOTICE)
+    Message(
+        error(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message).0,
+        PgLogLevel::NOTICE,
+    )
 }
 
 pub fn warning(message: impl Into<String>) -> Message {
-    Message(error(PgSqlErrorCode::ERRCODE_WARNING, message).0, PgLogLevel::WARNING)
+    Message(
+        error(PgSqlErrorCode::ERRCODE_WARNING, message).0,
+        PgLogLevel::WARNING,
+    )
 }
 
 impl Message {

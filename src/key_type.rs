@@ -25,7 +25,8 @@ use crate::settings::set_for_transaction;
 /// The tables whose key-column triggers came off for the ALTER TABLE in progress, as a
 /// comma-separated list of oids, for softfk.follow_column_renames at its end. Superuser-only
 /// and hidden: no role may make the end of its own ALTER TABLE re-sync other tables.
-static RELEASED_TABLES: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(None);
+static RELEASED_TABLES: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
 
 /// Called from `_PG_init`.
 pub fn define_settings() {
@@ -45,7 +46,9 @@ function_info_v1!(pg_finfo_softfk_before_alter_table);
 /// `ALTER TABLE`.
 #[unsafe(no_mangle)]
 #[pg_guard]
-pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+pub unsafe extern "C-unwind" fn softfk_before_alter_table(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
     // SAFETY: PostgreSQL calls an event trigger function with an EventTriggerData context
     // (checked by its node tag); for ALTER TABLE its parse tree is an AlterTableStmt, whose
     // commands are a List of AlterTableCmd.
@@ -89,8 +92,11 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::Functi
     }
     for column in &columns {
         as_extension_owner(|| {
-            Spi::run_with_args("SELECT softfk.release_key_column($1, $2)", &[table.into(), column.as_str().into()])
-                .expect("taking off the triggers on a key column")
+            Spi::run_with_args(
+                "SELECT softfk.release_key_column($1, $2)",
+                &[table.into(), column.as_str().into()],
+            )
+            .expect("taking off the triggers on a key column")
         });
     }
     // For softfk.follow_column_renames at the end of this ALTER TABLE: which tables to put
@@ -98,7 +104,13 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::Functi
     // settings end with it), so that a failed ALTER leaves nothing behind.
     let mut released: Vec<String> = RELEASED_TABLES
         .get()
-        .map(|list| list.to_string_lossy().split(',').filter(|t| !t.is_empty()).map(str::to_string).collect())
+        .map(|list| {
+            list.to_string_lossy()
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     released.push(table.to_u32().to_string());
     set_for_transaction(c"pg_softfk.released_tables", &released.join(","));
@@ -107,7 +119,11 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(fcinfo: pg_sys::Functi
 
 /// The pointers of a `List` of nodes.
 unsafe fn list_nodes(list: *mut pg_sys::List) -> impl Iterator<Item = *mut pg_sys::Node> {
-    let length = if list.is_null() { 0 } else { (*list).length as usize };
+    let length = if list.is_null() {
+        0
+    } else {
+        (*list).length as usize
+    };
     // SAFETY: a pointer List of `length` cells, alive for the event trigger's call.
     (0..length).map(move |i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
 }

@@ -9,7 +9,9 @@ mod tests {
     use pgrx::prelude::*;
 
     fn one<T: IntoDatum + FromDatum>(sql: &str) -> T {
-        Spi::get_one::<T>(sql).expect(sql).expect("a non-NULL result")
+        Spi::get_one::<T>(sql)
+            .expect(sql)
+            .expect("a non-NULL result")
     }
 
     /// Registers `child.column -> parent.parent_column` and compares orphan_report() and
@@ -30,7 +32,9 @@ mod tests {
               WHERE c.{col} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE p.{pcol} = c.{col})"
         );
         let expected_rows: i64 = one(&format!("SELECT count(*) FROM ({hand_written}) o"));
-        let expected_keys: i64 = one(&format!("SELECT count(DISTINCT key) FROM ({hand_written}) o"));
+        let expected_keys: i64 = one(&format!(
+            "SELECT count(DISTINCT key) FROM ({hand_written}) o"
+        ));
         let expected_sample: String = one(&format!(
             "SELECT coalesce(array_agg(key ORDER BY key)::text, '{{}}')
                FROM (SELECT DISTINCT key FROM ({hand_written}) o ORDER BY key LIMIT 10) s"
@@ -39,10 +43,22 @@ mod tests {
         assert!(expected_rows > 0, "the fixture plants orphans in {child}");
 
         let report = format!("FROM orphan_report() WHERE child = '{child_lit}'::regclass AND child_column = '{column_lit}'");
-        assert_eq!(one::<i64>(&format!("SELECT orphan_rows {report}")), expected_rows);
-        assert_eq!(one::<i64>(&format!("SELECT orphan_keys {report}")), expected_keys);
-        assert_eq!(one::<String>(&format!("SELECT sample_keys::text {report}")), expected_sample);
-        assert_eq!(one::<i64>(&format!("SELECT rows_examined {report}")), expected_examined);
+        assert_eq!(
+            one::<i64>(&format!("SELECT orphan_rows {report}")),
+            expected_rows
+        );
+        assert_eq!(
+            one::<i64>(&format!("SELECT orphan_keys {report}")),
+            expected_keys
+        );
+        assert_eq!(
+            one::<String>(&format!("SELECT sample_keys::text {report}")),
+            expected_sample
+        );
+        assert_eq!(
+            one::<i64>(&format!("SELECT rows_examined {report}")),
+            expected_examined
+        );
 
         // orphan_rows(): the same multiset of keys, and each (table, ctid) leads to a row with
         // that key.
@@ -53,7 +69,10 @@ mod tests {
                 UNION ALL
                 (SELECT key FROM {rows} EXCEPT ALL SELECT key::text FROM ({hand_written}) o)) diff"
         ));
-        assert_eq!(mismatched, 0, "orphan_rows() differs from NOT EXISTS on {child}");
+        assert_eq!(
+            mismatched, 0,
+            "orphan_rows() differs from NOT EXISTS on {child}"
+        );
         let misdirected: i64 = one(&format!(
             "SELECT count(*) FROM {rows} o JOIN {child} c ON c.tableoid = o.child_table AND c.ctid = o.ctid
               WHERE c.{col}::text IS DISTINCT FROM o.key"
@@ -175,7 +194,10 @@ mod tests {
         Spi::run("DELETE FROM child WHERE user_id NOT IN (SELECT id FROM users)").unwrap();
         Spi::run("SELECT softfk_add('child', 'user_id', 'users')").unwrap();
         assert_eq!(one::<i64>("SELECT orphan_rows FROM orphan_report()"), 0);
-        assert_eq!(one::<String>("SELECT sample_keys::text FROM orphan_report()"), "{}");
+        assert_eq!(
+            one::<String>("SELECT sample_keys::text FROM orphan_report()"),
+            "{}"
+        );
     }
 
     /// rows_examined comes from the anti-join's own scan of the child; when that scan is
@@ -202,11 +224,13 @@ mod tests {
         let plan: String = one(
             "SELECT string_agg(line, E'\\n') FROM (SELECT * FROM pg_temp.explain_orphans()) e(line)",
         );
-        assert!(plan.contains("Gather"), "the anti-join runs in parallel:\n{plan}");
+        assert!(
+            plan.contains("Gather"),
+            "the anti-join runs in parallel:\n{plan}"
+        );
         assert_eq!(
             one::<i64>("SELECT rows_examined FROM orphan_report()"),
             one::<i64>("SELECT count(user_id) FROM child")
         );
     }
 }
-

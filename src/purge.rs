@@ -46,7 +46,8 @@ pub static STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
 /// Whether the purge runs in a database that subscribes to logical replication.
 pub static ON_SUBSCRIBER: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The search_path child triggers see during a purge statement; empty: the pinned one.
-pub static CHILD_SEARCH_PATH: GucSetting<Option<std::ffi::CString>> = GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
+pub static CHILD_SEARCH_PATH: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(Some(c""));
 
 pub fn define_settings() {
     GucRegistry::define_int_guc(
@@ -213,20 +214,25 @@ pub fn run(mode: Mode) -> Option<RunReport> {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
         }
-        let outcome = in_transaction(mode, || batch(mode, &failed_entries, &keys_for_entry, &isolated));
+        let outcome = in_transaction(mode, || {
+            batch(mode, &failed_entries, &keys_for_entry, &isolated)
+        });
         match outcome {
             Ok(None) => break,
             Ok(Some(done)) => {
                 Backoff::succeeded(done.entry);
                 for failure in done.failures {
-                    if let (Some(reference), Some(message)) = (failure["reference"].as_i64(), failure["message"].as_str()) {
+                    if let (Some(reference), Some(message)) =
+                        (failure["reference"].as_i64(), failure["message"].as_str())
+                    {
                         let message = message.to_string();
                         let _ = in_transaction(mode, || record_error(reference, &message));
                     }
                     // The row the keys went to has just failed: it waits for the next run
                     // (the worker's: for its backoff), as a row that failed on its own does.
                     if failure["retry_now"] == false {
-                        for handed_to in failure["handed_over_to"].as_array().into_iter().flatten() {
+                        for handed_to in failure["handed_over_to"].as_array().into_iter().flatten()
+                        {
                             let handed_to = handed_to.as_i64().expect("a queue row id");
                             failed_entries.push(handed_to);
                             if mode == Mode::Worker {
@@ -301,15 +307,17 @@ pub fn run(mode: Mode) -> Option<RunReport> {
 /// The five-character SQLSTATE of an error code (PostgreSQL packs it six bits a character).
 fn sqlstate(code: PgSqlErrorCode) -> String {
     let packed = code as i32;
-    (0..5).map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char).collect()
+    (0..5)
+        .map(|i| (((packed >> (6 * i)) & 0x3F) as u8 + b'0') as char)
+        .collect()
 }
 
 /// A caught error, or what a catch handler returns.
-pub struct Failure(pg_sys::panic::CaughtError);
+pub struct Failure(Box<pg_sys::panic::CaughtError>);
 
 impl Failure {
     fn sql_error_code(&self) -> PgSqlErrorCode {
-        match &self.0 {
+        match &*self.0 {
             pg_sys::panic::CaughtError::PostgresError(report)
             | pg_sys::panic::CaughtError::ErrorReport(report) => report.sql_error_code(),
             _ => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
@@ -317,7 +325,7 @@ impl Failure {
     }
 
     fn message(&self) -> String {
-        match &self.0 {
+        match &*self.0 {
             pg_sys::panic::CaughtError::PostgresError(report)
             | pg_sys::panic::CaughtError::ErrorReport(report) => report.message().to_string(),
             pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
@@ -325,7 +333,7 @@ impl Failure {
     }
 
     pub fn rethrow(self) -> ! {
-        self.0.rethrow()
+        (*self.0).rethrow()
     }
 }
 
@@ -363,8 +371,8 @@ pub fn in_transaction<R>(mode: Mode, f: impl FnOnce() -> R) -> Result<R, Failure
             }
             Ok(value)
         }))
-        .catch_others(|error| Err(Failure(error)))
-        .catch_rust_panic(|error| Err(Failure(error)))
+        .catch_others(|error| Err(Failure(Box::new(error))))
+        .catch_rust_panic(|error| Err(Failure(Box::new(error))))
         .execute();
         if result.is_err() {
             match mode {
@@ -399,8 +407,11 @@ thread_local! {
 /// extension's owner and roles it grants may call) holds it. It shows in pg_locks as an
 /// advisory lock with objid = softfk.purge_run's oid and objsubid = [`RUN_LOCK_KIND`].
 fn run_lock_tag() -> pg_sys::LOCKTAG {
-    let table = read_one::<pg_sys::Oid>("SELECT 'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid", &[])
-        .expect("softfk.purge_run exists");
+    let table = read_one::<pg_sys::Oid>(
+        "SELECT 'softfk.purge_run'::pg_catalog.regclass::pg_catalog.oid",
+        &[],
+    )
+    .expect("softfk.purge_run exists");
     pg_sys::LOCKTAG {
         locktag_field1: unsafe { pg_sys::MyDatabaseId }.to_u32(),
         locktag_field2: 0,
@@ -423,12 +434,15 @@ thread_local! {
 /// running in the worker's session can release it (`pg_advisory_unlock_all()` reaches every
 /// advisory lock of the session): then a second run could overlap this one.
 fn worker_still_holds_run_lock() -> bool {
-    let Some(tag) = WORKER_RUN_LOCK.get() else { return true };
+    let Some(tag) = WORKER_RUN_LOCK.get() else {
+        return true;
+    };
     let exclusive = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: `tag` is the complete tag begin_run() took the session lock with.
     unsafe {
         pg_sys::LockHeldByMe(&tag, exclusive)
-            || pg_sys::LockAcquire(&tag, exclusive, true, true) != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+            || pg_sys::LockAcquire(&tag, exclusive, true, true)
+                != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
     }
 }
 
@@ -556,7 +570,12 @@ impl Backoff {
     /// The rows whose delay has not passed yet.
     fn waiting() -> Vec<i64> {
         let now = std::time::Instant::now();
-        BACKOFF.with_borrow(|rows| rows.iter().filter(|(_, (_, at))| *at > now).map(|(id, _)| *id).collect())
+        BACKOFF.with_borrow(|rows| {
+            rows.iter()
+                .filter(|(_, (_, at))| *at > now)
+                .map(|(id, _)| *id)
+                .collect()
+        })
     }
 
     fn failed(entry: i64) {
@@ -568,7 +587,8 @@ impl Backoff {
                 rows.retain(|_, (_, at)| *at > now);
             }
             let failures = rows.get(&entry).map_or(0, |(n, _)| *n) + 1;
-            let delay = std::time::Duration::from_secs(1 << (failures - 1).min(9)).min(Backoff::LONGEST);
+            let delay =
+                std::time::Duration::from_secs(1 << (failures - 1).min(9)).min(Backoff::LONGEST);
             rows.insert(entry, (failures, now + delay));
         });
     }
@@ -630,10 +650,8 @@ fn batch(
     // after SET CONSTRAINTS ALL IMMEDIATE.)
     Spi::run("SET CONSTRAINTS ALL IMMEDIATE").expect("SET CONSTRAINTS ALL IMMEDIATE");
     let (_, horizon_before) = horizon();
-    let Some(mut entry) = as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))
-    else {
-        return None;
-    };
+    let mut entry =
+        as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))?;
     // Read after the entry was seen: the deletion has committed, so every transaction that
     // could still commit an orphan of it has an id below `next`.
     let (next, horizon_now) = horizon();
@@ -657,7 +675,11 @@ fn batch(
         Ok(reference) => reference.on_delete != OnDelete::NoAction,
         Err(unusable) => unusable.on_delete != OnDelete::NoAction,
     })
-    .filter(|loaded| entry.reference.is_none_or(|only| only == reference_id(loaded)))
+    .filter(|loaded| {
+        entry
+            .reference
+            .is_none_or(|only| only == reference_id(loaded))
+    })
     .collect();
     // A batch whose references failed together before (run(): `isolated`) purges each of them
     // in a subtransaction of its own: one that fails (a trigger refuses, a type changed)
@@ -674,14 +696,20 @@ fn batch(
         let outcome = match loaded {
             Err(unusable) if isolate => Err((unusable.message.clone(), "42804".to_string())),
             Err(unusable) => unusable.raise(),
-            Ok(reference) if isolate => in_transaction(Mode::Function, || purge_reference(reference, &entry))
-                .map_err(|failure| {
-                    let cancelled = failure.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
-                    if cancelled && mode == Mode::Function || unsafe { pg_sys::ProcDiePending != 0 } {
-                        failure.rethrow();
-                    }
-                    (failure.message(), sqlstate(failure.sql_error_code()))
-                }),
+            Ok(reference) if isolate => {
+                in_transaction(Mode::Function, || purge_reference(reference, &entry)).map_err(
+                    |failure| {
+                        let cancelled =
+                            failure.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+                        if cancelled && mode == Mode::Function
+                            || unsafe { pg_sys::ProcDiePending != 0 }
+                        {
+                            failure.rethrow();
+                        }
+                        (failure.message(), sqlstate(failure.sql_error_code()))
+                    },
+                )
+            }
             Ok(reference) => Ok(purge_reference(reference, &entry)),
         };
         let (changed, limited) = match outcome {
@@ -703,7 +731,9 @@ fn batch(
                 continue;
             }
         };
-        let Ok(reference) = loaded else { unreachable!("an unusable reference purges nothing") };
+        let Ok(reference) = loaded else {
+            unreachable!("an unusable reference purges nothing")
+        };
         hit_limit |= limited;
         rows.insert(
             reference.id,
@@ -723,10 +753,15 @@ fn batch(
         None => !hit_limit,
     };
     // The merged rows were taken whole, with the entry's pass: they end it with the entry.
-    let ids: Vec<i64> = std::iter::once(entry.id).chain(entry.merged.iter().map(|(id, _)| *id)).collect();
+    let ids: Vec<i64> = std::iter::once(entry.id)
+        .chain(entry.merged.iter().map(|(id, _)| *id))
+        .collect();
     as_extension_owner(|| {
         if pass_complete && entry.final_pass {
-            Spi::run_with_args("DELETE FROM softfk.deletion WHERE id = ANY ($1)", &[ids.clone().into()])
+            Spi::run_with_args(
+                "DELETE FROM softfk.deletion WHERE id = ANY ($1)",
+                &[ids.clone().into()],
+            )
         } else {
             Spi::run_with_args(
                 "UPDATE softfk.deletion
@@ -755,12 +790,22 @@ fn batch(
                  ON CONFLICT (reference_id) DO UPDATE
                     SET rows_deleted = t.rows_deleted + $2, rows_nulled = t.rows_nulled + $3,
                         rows_archived = t.rows_archived + $4, last_run_at = clock_timestamp()",
-                &[(*reference).into(), changed.deleted.into(), changed.nulled.into(), changed.archived.into()],
+                &[
+                    (*reference).into(),
+                    changed.deleted.into(),
+                    changed.nulled.into(),
+                    changed.archived.into(),
+                ],
             )
             .expect("updating softfk.purge_total");
         }
     });
-    Some(Batch { entry: entry.id, keys: key_count.into(), rows, failures })
+    Some(Batch {
+        entry: entry.id,
+        keys: key_count.into(),
+        rows,
+        failures,
+    })
 }
 
 fn reference_id(loaded: &Result<Reference, registry::Unusable>) -> i64 {
@@ -823,7 +868,10 @@ fn work_is_ready(waiting: &[i64]) -> bool {
     let (_, horizon) = horizon();
     as_extension_owner(|| {
         read_one::<bool>(
-            &format!("SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {} AND d.id <> ALL ($2))", ready()),
+            &format!(
+                "SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {} AND d.id <> ALL ($2))",
+                ready()
+            ),
             &[(horizon as i64).to_string().into(), waiting.to_vec().into()],
         )
     })
@@ -856,7 +904,11 @@ fn system_identifier() -> i64 {
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
 /// through it and past its horizon. Rows of this very transaction wait for it to commit, and
 /// rows another run holds are skipped.
-fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i64, i32>) -> Option<Entry> {
+fn take_entry(
+    horizon: u64,
+    failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
+) -> Option<Entry> {
     let default_keys = KEYS_PER_BATCH.get();
     // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
     Spi::connect_mut(|client| {
@@ -875,7 +927,10 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
                     ready = ready()
                 ),
                 None,
-                &[(horizon as i64).to_string().into(), failed_entries.to_vec().into()],
+                &[
+                    (horizon as i64).to_string().into(),
+                    failed_entries.to_vec().into(),
+                ],
             )
             .expect("reading softfk.deletion")
             .first();
@@ -919,7 +974,14 @@ fn take_entry(horizon: u64, failed_entries: &[i64], keys_for_entry: &BTreeMap<i6
         };
         let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
         if keys_done == 0 && done_after == total_keys && room > 0 && entry.reference.is_none() {
-            let (ids, more) = take_merged(client, &entry, horizon, failed_entries, keys_for_entry, room);
+            let (ids, more) = take_merged(
+                client,
+                &entry,
+                horizon,
+                failed_entries,
+                keys_for_entry,
+                room,
+            );
             entry.merged = ids;
             entry.keys.as_mut().expect("a keyed entry").extend(more);
         }
@@ -940,7 +1002,11 @@ fn take_merged(
 ) -> (Vec<(i64, usize)>, Vec<String>) {
     // Rows that failed, or are being retried with fewer keys, are not merged: they are taken
     // on their own, so a bad key stays with its own row.
-    let excluded: Vec<i64> = failed_entries.iter().copied().chain(keys_for_entry.keys().copied()).collect();
+    let excluded: Vec<i64> = failed_entries
+        .iter()
+        .copied()
+        .chain(keys_for_entry.keys().copied())
+        .collect();
     let candidates: Vec<(i64, i32)> = client
         .select(
             &format!(
@@ -1003,7 +1069,10 @@ fn take_merged(
 /// one when it is empty. pg_temp goes last: otherwise it is searched first, and anyone's
 /// temporary type could stand in for a type the statement names.
 fn child_search_path() -> String {
-    let path = CHILD_SEARCH_PATH.get().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let path = CHILD_SEARCH_PATH
+        .get()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if path.trim().is_empty() {
         return SAFE_SEARCH_PATH.1.to_string();
     }
@@ -1068,7 +1137,8 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
             Some(keys) => {
                 // Keys per statement: about `limit` rows' worth, judged from the column's
                 // statistics (one key's rows are never split).
-                let rows_per_key = as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
+                let rows_per_key =
+                    as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
                 let per_statement =
                     (f64::from(limit) / rows_per_key).clamp(1.0, keys.len().max(1) as f64) as usize;
                 for chunk in keys.chunks(per_statement) {
@@ -1093,14 +1163,17 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 // not an endless loop.
                 if !orphan_keys.is_empty() {
                     let round = (entry.id, reference.id, leaf.clone());
-                    let same_as_last = LAST_ROUND.with_borrow(|last| last.get(&round) == Some(&orphan_keys));
+                    let same_as_last =
+                        LAST_ROUND.with_borrow(|last| last.get(&round) == Some(&orphan_keys));
                     if same_as_last && !entry.final_pass {
                         continue;
                     }
                     if same_as_last {
                         crate::error::error(
                             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                            format!("purging {leaf} makes no progress: its orphan rows keep their keys"),
+                            format!(
+                                "purging {leaf} makes no progress: its orphan rows keep their keys"
+                            ),
                         )
                         .detail("A trigger on the table may keep the key column as it was.")
                         .raise();
@@ -1117,7 +1190,8 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
 }
 
 /// Every setting that changes how a key reads as text, pinned wherever keys become text.
-const KEY_TEXT_SETTINGS: [(&std::ffi::CStr, &str); 3] = [KEY_DATESTYLE, KEY_INTERVALSTYLE, KEY_EXTRA_FLOAT_DIGITS];
+const KEY_TEXT_SETTINGS: [(&std::ffi::CStr, &str); 3] =
+    [KEY_DATESTYLE, KEY_INTERVALSTYLE, KEY_EXTRA_FLOAT_DIGITS];
 
 /// Keys travel as text; the capture writes them with these settings (sql/purge.sql), and the
 /// purge reads them back with the same, whatever the session's: a timestamp key written under
@@ -1132,7 +1206,11 @@ fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
     as_extension_owner(|| {
         Spi::connect(|client| {
             client
-                .select("SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1", None, &[table.into()])
+                .select(
+                    "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+                    None,
+                    &[table.into()],
+                )
                 .expect("reading pg_class")
                 .first()
                 .get::<pg_sys::Oid>(1)
@@ -1147,7 +1225,10 @@ fn archive(reference: &Reference, archived: &[(String, String)]) {
     if archived.is_empty() {
         return;
     }
-    let (keys, rows): (Vec<&str>, Vec<&str>) = archived.iter().map(|(k, r)| (k.as_str(), r.as_str())).unzip();
+    let (keys, rows): (Vec<&str>, Vec<&str>) = archived
+        .iter()
+        .map(|(k, r)| (k.as_str(), r.as_str()))
+        .unzip();
     Spi::run_with_args(
         "INSERT INTO softfk.archived_row (child_table, child_column, parent_table, key, child_row)
          SELECT $1::oid::regclass, $2, $3::oid::regclass, a.key, a.child_row::jsonb
@@ -1212,22 +1293,36 @@ struct Changed {
 
 /// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]).
 fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
-    let timeout = if unsafe { pg_sys::IsBackgroundWorker } { STATEMENT_TIMEOUT.get() } else { 0 };
+    let timeout = if unsafe { pg_sys::IsBackgroundWorker } {
+        STATEMENT_TIMEOUT.get()
+    } else {
+        0
+    };
     let armed = || (timeout > 0).then(|| StatementTimeout::arm(timeout));
     Spi::connect_mut(|client| {
-        let mut changed = Changed { count: 0, archived: Vec::new() };
+        let mut changed = Changed {
+            count: 0,
+            archived: Vec::new(),
+        };
         let mut take = |result: pgrx::spi::SpiTupleTable| {
             changed.count += result.len() as i64;
             if result.columns().unwrap_or(0) == 2 {
-                changed.archived.extend(
-                    result.map(|row| (row.get::<String>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap())),
-                );
+                changed.archived.extend(result.map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<String>(2).unwrap().unwrap(),
+                    )
+                }));
             }
         };
         VERSIONS_LEFT.set(0);
         {
             let _armed = armed();
-            take(client.update(&sql.act, None, &[keys.to_vec().into()]).expect("running a purge statement"));
+            take(
+                client
+                    .update(&sql.act, None, &[keys.to_vec().into()])
+                    .expect("running a purge statement"),
+            );
         }
         // Every row the final pass must change existed in the first statement's snapshot
         // (the transactions that could add one had all ended); only versions written since,
@@ -1247,7 +1342,11 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
                 let _armed = armed();
                 take(
                     client
-                        .update(&locked_sql.act, None, &[keys.to_vec().into(), locked.into()])
+                        .update(
+                            &locked_sql.act,
+                            None,
+                            &[keys.to_vec().into(), locked.into()],
+                        )
                         .expect("running a purge statement"),
                 );
             }
@@ -1280,7 +1379,6 @@ extern "C" {
     fn enable_timeout_after(id: i32, delay_ms: i32);
     fn disable_timeout(id: i32, keep_indicator: bool);
 }
-
 
 /// `(next, horizon)`: the next transaction id to be assigned, and the oldest transaction id
 /// still running other than this transaction's own (`next` when there is none). Every other
@@ -1373,7 +1471,15 @@ fn softfk_purge() -> TableIterator<
         .rows
         .into_values()
         .filter(|touched| touched.rows.total() > 0)
-        .map(|t| (t.child, t.child_column, t.parent, t.on_delete, t.rows.total()))
+        .map(|t| {
+            (
+                t.child,
+                t.child_column,
+                t.parent,
+                t.on_delete,
+                t.rows.total(),
+            )
+        })
         .collect();
     TableIterator::new(rows)
 }
@@ -1547,7 +1653,10 @@ fn absent_keys_sql_for(reference: i64, caller: pg_sys::Oid) -> String {
               WHERE r.id = $1",
             &[reference.into(), caller.into()],
         );
-        (allowed, registry::load(registry::Which::Id(reference)).pop())
+        (
+            allowed,
+            registry::load(registry::Which::Id(reference)).pop(),
+        )
     });
     let Some(reference) = loaded else {
         crate::error::error(

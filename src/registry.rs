@@ -22,9 +22,9 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
+use crate::error::{error, required};
 use crate::settings::{with_settings, SAFE_SEARCH_PATH};
 use crate::{capture, check, report};
-use crate::error::{error, required};
 
 /// What happens to child rows once their parent row is deleted, as SQL spells it.
 pub const ON_DELETE_ACTIONS: &[&str] = &["cascade", "set null", "archive", "no action"];
@@ -100,7 +100,10 @@ pub enum Which<'a> {
 /// Registrations, resolved against the current catalogs. Ordered by child, column. Raises
 /// the error of the first one that can no longer be checked ([`Unusable`]).
 pub fn load(which: Which) -> Vec<Reference> {
-    load_each(which).into_iter().map(|loaded| loaded.unwrap_or_else(|unusable| unusable.raise())).collect()
+    load_each(which)
+        .into_iter()
+        .map(|loaded| loaded.unwrap_or_else(|unusable| unusable.raise()))
+        .collect()
 }
 
 /// A registration whose columns can no longer be compared (a key's type changed, the unique
@@ -167,15 +170,22 @@ pub fn load_each(which: Which) -> Vec<Result<Reference, Unusable>> {
         Which::Parent(oid, column) => (None, None, Some(oid), Some(column), None),
         Which::Id(id) => (None, None, None, None, Some(id)),
     };
-    as_extension_owner(|| Spi::connect(|client| {
-        let rows = client
-            .select(
-                LOAD,
-                None,
-                &[child.into(), child_column.into(), parent.into(), parent_column.into(), id.into()],
-            )
-            .expect("reading softfk.reference");
-        rows.map(|row| {
+    as_extension_owner(|| {
+        Spi::connect(|client| {
+            let rows = client
+                .select(
+                    LOAD,
+                    None,
+                    &[
+                        child.into(),
+                        child_column.into(),
+                        parent.into(),
+                        parent_column.into(),
+                        id.into(),
+                    ],
+                )
+                .expect("reading softfk.reference");
+            rows.map(|row| {
             let text = |n: usize| row.get::<String>(n).expect("registry column").unwrap_or_default();
             let operator = text(9);
             if operator.is_empty() {
@@ -215,16 +225,22 @@ pub fn load_each(which: Which) -> Vec<Result<Reference, Unusable>> {
             })
         })
         .collect()
-    }))
+        })
+    })
 }
 
 /// The registration on child.child_column; 42704 when there is none.
 pub fn load_child(child: pg_sys::Oid, child_column: &str) -> Reference {
-    load(Which::Child(child, child_column)).pop().unwrap_or_else(|| {
-        let table = read_one::<String>("SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1", &[child.into()])
+    load(Which::Child(child, child_column))
+        .pop()
+        .unwrap_or_else(|| {
+            let table = read_one::<String>(
+                "SELECT relname::text FROM pg_catalog.pg_class WHERE oid = $1",
+                &[child.into()],
+            )
             .unwrap_or_else(|| child.to_string());
-        not_registered(&table, child_column)
-    })
+            not_registered(&table, child_column)
+        })
 }
 
 /// Refused (42501) unless the caller owns the table, as ALTER TABLE requires.
@@ -247,7 +263,11 @@ fn softfk_add(
     let child = required(child, "child");
     let child_column = name_arg(required(child_column, "child_column"));
     let parent = required(parent, "parent");
-    let on_delete = one_of("on_delete", required(on_delete, "on_delete"), ON_DELETE_ACTIONS);
+    let on_delete = one_of(
+        "on_delete",
+        required(on_delete, "on_delete"),
+        ON_DELETE_ACTIONS,
+    );
     let validate = one_of("validate", required(validate, "validate"), VALIDATE_MODES);
 
     let child_rel = Table::describe(child);
@@ -261,7 +281,10 @@ fn softfk_add(
             ERRCODE_INVALID_TABLE_DEFINITION,
             "soft references on permanent tables may reference only permanent tables",
         )
-        .detail(format!("\"{}\" is unlogged; \"{}\" is not.", parent_rel.name, child_rel.name))
+        .detail(format!(
+            "\"{}\" is unlogged; \"{}\" is not.",
+            parent_rel.name, child_rel.name
+        ))
         .raise();
     }
     child_rel.require_owner();
@@ -280,7 +303,10 @@ fn softfk_add(
     if child == parent && child_col.attnum == parent_col.attnum {
         error(
             ERRCODE_INVALID_FOREIGN_KEY,
-            format!("column \"{}\" cannot be a soft reference to itself", child_col.name),
+            format!(
+                "column \"{}\" cannot be a soft reference to itself",
+                child_col.name
+            ),
         )
         .raise();
     }
@@ -306,20 +332,22 @@ fn softfk_add(
         )
     })
     .unwrap_or(false);
-    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
-        "INSERT INTO softfk.reference
+    let id = as_extension_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "INSERT INTO softfk.reference
                 (child_table, child_column, parent_table, parent_column, on_delete, validate)
          VALUES ($1::oid::regclass, $2, $3::oid::regclass, $4, $5, $6)
          RETURNING id",
-        &[
-            child.into(),
-            child_col.name.as_str().into(),
-            parent.into(),
-            parent_col.name.as_str().into(),
-            on_delete.into(),
-            validate.into(),
-        ],
-    ))
+            &[
+                child.into(),
+                child_col.name.as_str().into(),
+                parent.into(),
+                parent_col.name.as_str().into(),
+                on_delete.into(),
+                validate.into(),
+            ],
+        )
+    })
     .expect("writing softfk.reference")
     .expect("INSERT RETURNING returns the id");
     // A parent row deleted while the count runs must still be captured. When the parent
@@ -329,7 +357,9 @@ fn softfk_add(
     if !already_captured {
         parent_rel.lock(pg_sys::ShareRowExclusiveLock);
     }
-    if report::ORPHANS_ON_ADD.get() && !has_valid_foreign_key(child, child_col.attnum, parent, parent_col.attnum) {
+    if report::ORPHANS_ON_ADD.get()
+        && !has_valid_foreign_key(child, child_col.attnum, parent, parent_col.attnum)
+    {
         report::announce_existing_orphans(id);
     }
     // Now the triggers: creating them needs SHARE ROW EXCLUSIVE on both tables, as for a
@@ -368,15 +398,22 @@ fn softfk_alter(
         require_nullable_for_set_null(on_delete, &child_rel, &column);
     }
     // (Through a CTE so that "not registered" is a row with a NULL, not an empty result.)
-    let id = as_extension_owner(|| Spi::get_one_with_args::<i64>(
-        "WITH changed AS (
+    let id = as_extension_owner(|| {
+        Spi::get_one_with_args::<i64>(
+            "WITH changed AS (
             UPDATE softfk.reference
                SET on_delete = coalesce($3, on_delete), validate = coalesce($4, validate)
              WHERE child_table = $1 AND child_attnum = $2
             RETURNING id)
          SELECT max(id) FROM changed",
-        &[child.into(), column.attnum.into(), on_delete.into(), validate.into()],
-    ))
+            &[
+                child.into(),
+                column.attnum.into(),
+                on_delete.into(),
+                validate.into(),
+            ],
+        )
+    })
     .expect("updating softfk.reference")
     .unwrap_or_else(|| not_registered(&child_rel.name, &column.name));
     if let Some(validate) = validate {
@@ -394,13 +431,15 @@ fn softfk_drop(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) {
     child_rel.require_owner();
     child_rel.lock(pg_sys::ShareRowExclusiveLock);
     let column = child_rel.column(&child_column);
-    let (id, parent) = as_extension_owner(|| Spi::get_two_with_args::<i64, pg_sys::Oid>(
-        "WITH removed AS (
+    let (id, parent) = as_extension_owner(|| {
+        Spi::get_two_with_args::<i64, pg_sys::Oid>(
+            "WITH removed AS (
             DELETE FROM softfk.reference WHERE child_table = $1 AND child_attnum = $2
             RETURNING id, parent_table)
          SELECT max(id), max(parent_table::oid) FROM removed",
-        &[child.into(), column.attnum.into()],
-    ))
+            &[child.into(), column.attnum.into()],
+        )
+    })
     .expect("deleting from softfk.reference");
     let id = id.unwrap_or_else(|| not_registered(&child_rel.name, &column.name));
     check::remove(id, child);
@@ -418,12 +457,22 @@ fn not_registered(table: &str, column: &str) -> ! {
 
 /// Whether a validated native foreign key already guarantees that the column has no orphans
 /// (softfk_adopt registers the column before it drops the key).
-fn has_valid_foreign_key(child: pg_sys::Oid, attnum: i16, parent: pg_sys::Oid, parent_attnum: i16) -> bool {
+fn has_valid_foreign_key(
+    child: pg_sys::Oid,
+    attnum: i16,
+    parent: pg_sys::Oid,
+    parent_attnum: i16,
+) -> bool {
     read_one::<bool>(
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_constraint
                          WHERE contype = 'f' AND convalidated AND conrelid = $1 AND confrelid = $3
                            AND conkey = ARRAY[$2] AND confkey = ARRAY[$4])",
-        &[child.into(), attnum.into(), parent.into(), parent_attnum.into()],
+        &[
+            child.into(),
+            attnum.into(),
+            parent.into(),
+            parent_attnum.into(),
+        ],
     )
     .unwrap_or(false)
 }
@@ -445,13 +494,15 @@ fn require_nullable_for_set_null(on_delete: &str, table: &Table, column: &Column
 
 /// The parent a child column is registered to, as `"table"("column")`, if it is registered.
 fn registered_parent(child: pg_sys::Oid, attnum: i16) -> Option<String> {
-    as_extension_owner(|| Spi::get_one_with_args::<String>(
-        "SELECT (SELECT format('%s(%I)', r.parent_table, a.attname)
+    as_extension_owner(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT (SELECT format('%s(%I)', r.parent_table, a.attname)
                    FROM softfk.reference r
                    JOIN pg_attribute a ON a.attrelid = r.parent_table AND a.attnum = r.parent_attnum
                   WHERE r.child_table = $1 AND r.child_attnum = $2)",
-        &[child.into(), attnum.into()],
-    ))
+            &[child.into(), attnum.into()],
+        )
+    })
     .expect("reading softfk.reference")
 }
 
@@ -477,7 +528,9 @@ pub fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
     args: &[DatumWithOid],
 ) -> Option<T> {
     Spi::connect(|client| {
-        let rows = client.select(sql, None, args).expect("running a read-only query");
+        let rows = client
+            .select(sql, None, args)
+            .expect("running a read-only query");
         if rows.is_empty() {
             return None;
         }
@@ -488,7 +541,11 @@ pub fn read_one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(
 /// Run `f` as `role`, as core's RI triggers run their queries as a table's owner: row-level
 /// security applies as to that owner (not forced on it).
 pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
-    with_security_context(role, pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS, f)
+    with_security_context(
+        role,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS,
+        f,
+    )
 }
 
 /// Run `f` as the owner of a table, for code of that owner's that `f` fires (the purge's
@@ -521,14 +578,18 @@ fn with_security_context<R>(role: pg_sys::Oid, flags: u32, f: impl FnOnce() -> R
 /// `on_delete` and `validate` take one word from a fixed list; the error lists them.
 fn one_of(argument: &str, value: &str, valid: &[&'static str]) -> &'static str {
     let wanted = value.trim().to_lowercase();
-    valid.iter().copied().find(|v| *v == wanted).unwrap_or_else(|| {
-        error(
-            ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("invalid value for {argument}: \"{value}\""),
-        )
-        .hint(format!("Valid values are: {}.", valid.join(", ")))
-        .raise()
-    })
+    valid
+        .iter()
+        .copied()
+        .find(|v| *v == wanted)
+        .unwrap_or_else(|| {
+            error(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("invalid value for {argument}: \"{value}\""),
+            )
+            .hint(format!("Valid values are: {}.", valid.join(", ")))
+            .raise()
+        })
 }
 
 fn name_arg(name: &CStr) -> String {
@@ -538,7 +599,9 @@ fn name_arg(name: &CStr) -> String {
 pub fn quote_identifier(name: &str) -> String {
     unsafe {
         let c = std::ffi::CString::new(name).expect("identifier without NUL");
-        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())).to_string_lossy().into_owned()
+        CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr()))
+            .to_string_lossy()
+            .into_owned()
     }
 }
 
@@ -579,8 +642,11 @@ impl Table {
                 )
                 .expect("reading pg_class");
             let Some(row) = rows.into_iter().next() else {
-                error(ERRCODE_UNDEFINED_TABLE, format!("relation with OID {oid} does not exist"))
-                    .raise()
+                error(
+                    ERRCODE_UNDEFINED_TABLE,
+                    format!("relation with OID {oid} does not exist"),
+                )
+                .raise()
             };
             Table {
                 oid,
@@ -653,7 +719,9 @@ impl Table {
                 ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("permission denied for table {}", self.name),
             )
-            .detail("Registering a soft reference needs the REFERENCES privilege on the parent table.")
+            .detail(
+                "Registering a soft reference needs the REFERENCES privilege on the parent table.",
+            )
             .raise();
         }
     }
@@ -684,12 +752,18 @@ impl Table {
             Some(column) if column.attnum > 0 => column,
             Some(column) => error(
                 ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("system column \"{}\" cannot be used in a soft reference", column.name),
+                format!(
+                    "system column \"{}\" cannot be used in a soft reference",
+                    column.name
+                ),
             )
             .raise(),
             None => error(
                 ERRCODE_UNDEFINED_COLUMN,
-                format!("column \"{name}\" of relation \"{}\" does not exist", self.name),
+                format!(
+                    "column \"{name}\" of relation \"{}\" does not exist",
+                    self.name
+                ),
             )
             .raise(),
         }
@@ -732,7 +806,12 @@ fn require_comparable(child: &Table, child_col: &Column, parent: &Table, parent_
            JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation
           WHERE (a.attrelid, a.attnum) IN (($1, $2), ($3, $4)) AND NOT co.collisdeterministic
           LIMIT 1",
-        &[parent.oid.into(), parent_col.attnum.into(), child.oid.into(), child_col.attnum.into()],
+        &[
+            parent.oid.into(),
+            parent_col.attnum.into(),
+            child.oid.into(),
+            child_col.attnum.into(),
+        ],
     );
     if let Some(collation) = nondeterministic {
         // The check probes the parent's index with its collation, the purge deletes the child
@@ -756,7 +835,12 @@ fn require_comparable(child: &Table, child_col: &Column, parent: &Table, parent_
         "SELECT k.unique_index::text, k.operator
            FROM (SELECT) always_one_row
            LEFT JOIN softfk.key_comparison($1, $2, $3, $4) k ON true",
-        &[parent.oid.into(), parent_col.attnum.into(), child.oid.into(), child_col.attnum.into()],
+        &[
+            parent.oid.into(),
+            parent_col.attnum.into(),
+            child.oid.into(),
+            child_col.attnum.into(),
+        ],
     )
     .expect("reading the parent's indexes");
     if index.is_none() {

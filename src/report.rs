@@ -102,7 +102,11 @@ impl Reference {
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
         let act = if final_pass {
-            self.action_sql(leaf, &keys, &format!("{key_matches} AND softfk.row_version_seen(c.xmin)"))
+            self.action_sql(
+                leaf,
+                &keys,
+                &format!("{key_matches} AND softfk.row_version_seen(c.xmin)"),
+            )
         } else {
             self.action_sql(
                 leaf,
@@ -223,7 +227,6 @@ impl Reference {
             orphans = self.orphan_rows_sql(),
         )
     }
-
 }
 
 /// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
@@ -257,7 +260,6 @@ fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-
 /// Orphan rows, distinct orphan keys, the ten smallest of those keys, and the child rows the
 /// anti-join examined.
 fn count_orphans(reference: &Reference) -> (i64, i64, Vec<Option<String>>, i64) {
@@ -282,8 +284,14 @@ fn count_orphans(reference: &Reference) -> (i64, i64, Vec<Option<String>>, i64) 
 /// a NOTICE. The caller (who owns the child) counts with their own rights; one who cannot
 /// read the parent is told the count was skipped.
 pub fn announce_existing_orphans(reference_id: i64) {
-    let reference = registry::load(registry::Which::Id(reference_id)).pop().expect("just registered");
-    let column = format!("{}.{}", reference.child_table, registry::quote_identifier(&reference.child_column));
+    let reference = registry::load(registry::Which::Id(reference_id))
+        .pop()
+        .expect("just registered");
+    let column = format!(
+        "{}.{}",
+        reference.child_table,
+        registry::quote_identifier(&reference.child_column)
+    );
     if !reference.readable_by_caller() {
         notice(format!("existing rows of {column} were not checked for orphans"))
             .hint("Counting them needs SELECT on the child and the parent table; orphan_report() counts them later.")
@@ -313,19 +321,21 @@ pub fn announce_existing_orphans(reference_id: i64) {
 /// SQL: orphan_report() RETURNS TABLE(child regclass, child_column text, parent regclass,
 ///   parent_column text, orphan_rows bigint, orphan_keys bigint, sample_keys text[],
 ///   rows_examined bigint, elapsed_ms float8)
+// (pgrx reads the column names from the tuple written out here; an alias would hide them.)
+#[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn orphan_report() -> TableIterator<
     'static,
     (
-     name!(child, pg_sys::Oid),
-     name!(child_column, String),
-     name!(parent, pg_sys::Oid),
-     name!(parent_column, String),
-     name!(orphan_rows, i64),
-     name!(orphan_keys, i64),
-     name!(sample_keys, Vec<Option<String>>),
-     name!(rows_examined, i64),
-     name!(elapsed_ms, f64),
+        name!(child, pg_sys::Oid),
+        name!(child_column, String),
+        name!(parent, pg_sys::Oid),
+        name!(parent_column, String),
+        name!(orphan_rows, i64),
+        name!(orphan_keys, i64),
+        name!(sample_keys, Vec<Option<String>>),
+        name!(rows_examined, i64),
+        name!(elapsed_ms, f64),
     ),
 > {
     // Counting reads the child and the parent with the caller's rights: references whose
@@ -344,11 +354,18 @@ fn orphan_report() -> TableIterator<
                 .ok()
         })
         .collect();
-    let (readable, unreadable): (Vec<_>, Vec<_>) = usable.into_iter().partition(Reference::readable_by_caller);
+    let (readable, unreadable): (Vec<_>, Vec<_>) =
+        usable.into_iter().partition(Reference::readable_by_caller);
     if !unreadable.is_empty() {
         let names: Vec<_> = unreadable
             .iter()
-            .map(|r| format!("{}.{}", r.child_table, registry::quote_identifier(&r.child_column)))
+            .map(|r| {
+                format!(
+                    "{}.{}",
+                    r.child_table,
+                    registry::quote_identifier(&r.child_column)
+                )
+            })
             .collect();
         notice(format!(
             "orphan_report() skipped {} soft reference{} whose tables you may not read: {}",
@@ -397,5 +414,8 @@ fn orphan_rows_query(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) ->
 /// when `f` returns (and on error, with the transaction).
 fn with_report_work_mem<R>(f: impl FnOnce() -> R) -> R {
     let kilobytes = unsafe { pg_sys::maintenance_work_mem }.to_string();
-    with_settings(&[(c"work_mem", &kilobytes), (c"hash_mem_multiplier", "1")], f)
+    with_settings(
+        &[(c"work_mem", &kilobytes), (c"hash_mem_multiplier", "1")],
+        f,
+    )
 }

@@ -14,11 +14,7 @@ use pgrx::prelude::*;
 /// Runs `sql`, handing each result row's datums to `on_row` (they are valid only during the
 /// call), and returns how many rows the scans of the tables aliased `alias` produced (for a
 /// partitioned table: its partitions' scans, which inherit the alias).
-pub fn run(
-    sql: &str,
-    alias: &str,
-    on_row: &mut dyn FnMut(&[Option<pg_sys::Datum>]),
-) -> i64 {
+pub fn run(sql: &str, alias: &str, on_row: &mut dyn FnMut(&[Option<pg_sys::Datum>])) -> i64 {
     let sql = CString::new(sql).expect("query text without NUL");
     unsafe {
         let raw = first::<pg_sys::RawStmt>(pg_sys::pg_parse_query(sql.as_ptr()));
@@ -73,7 +69,10 @@ pub fn run(
 }
 
 unsafe fn first<T>(list: *mut pg_sys::List) -> *mut T {
-    assert!(!list.is_null() && (*list).length == 1, "exactly one statement");
+    assert!(
+        !list.is_null() && (*list).length == 1,
+        "exactly one statement"
+    );
     (*(*list).elements).ptr_value as *mut T
 }
 
@@ -114,7 +113,11 @@ unsafe extern "C-unwind" fn ignore(_receiver: *mut pg_sys::DestReceiver) {}
 
 /// Rows produced by scan nodes on range-table entries aliased `alias`, in the whole plan
 /// tree (joins, appends, subplans).
-unsafe fn rows_scanned(state: *mut pg_sys::PlanState, rtable: *mut pg_sys::List, alias: &str) -> f64 {
+unsafe fn rows_scanned(
+    state: *mut pg_sys::PlanState,
+    rtable: *mut pg_sys::List,
+    alias: &str,
+) -> f64 {
     if state.is_null() {
         return 0.0;
     }
@@ -122,7 +125,8 @@ unsafe fn rows_scanned(state: *mut pg_sys::PlanState, rtable: *mut pg_sys::List,
     let mut rows = 0.0;
     if is_scan((*plan).type_) && !(*state).instrument.is_null() {
         let scanrelid = (*(plan as *mut pg_sys::Scan)).scanrelid as usize;
-        let entry = (*(*rtable).elements.add(scanrelid - 1)).ptr_value as *mut pg_sys::RangeTblEntry;
+        let entry =
+            (*(*rtable).elements.add(scanrelid - 1)).ptr_value as *mut pg_sys::RangeTblEntry;
         let name = std::ffi::CStr::from_ptr((*(*entry).eref).aliasname);
         if name.to_bytes() == alias.as_bytes() {
             pg_sys::InstrEndLoop((*state).instrument);
@@ -147,7 +151,12 @@ fn is_scan(tag: pg_sys::NodeTag) -> bool {
     use pg_sys::NodeTag::*;
     matches!(
         tag,
-        T_SeqScan | T_SampleScan | T_IndexScan | T_IndexOnlyScan | T_BitmapHeapScan | T_TidScan
+        T_SeqScan
+            | T_SampleScan
+            | T_IndexScan
+            | T_IndexOnlyScan
+            | T_BitmapHeapScan
+            | T_TidScan
             | T_TidRangeScan
     )
 }

@@ -68,7 +68,10 @@ struct Shared {
 
 impl Default for Shared {
     fn default() -> Self {
-        Shared { launcher_procno: -1, slots: [Slot::default(); MAX_DATABASES] }
+        Shared {
+            launcher_procno: -1,
+            slots: [Slot::default(); MAX_DATABASES],
+        }
     }
 }
 
@@ -145,7 +148,11 @@ pub fn wake_database() {
     let procno = {
         let mut shared = SHARED.exclusive();
         let launcher = shared.launcher_procno;
-        match shared.slots.iter_mut().find(|s| s.state != State::Free && s.database == database) {
+        match shared
+            .slots
+            .iter_mut()
+            .find(|s| s.state != State::Free && s.database == database)
+        {
             Some(slot) if slot.state == State::Running => slot.procno,
             Some(slot) if slot.state == State::NoExtension => {
                 *slot = Slot::default();
@@ -232,11 +239,19 @@ pub extern "C-unwind" fn softfk_launcher_main(_arg: pg_sys::Datum) {
             }
             let mut starting = Vec::new();
             for &database in &databases {
-                if shared.slots.iter().any(|s| s.state != State::Free && s.database == database) {
+                if shared
+                    .slots
+                    .iter()
+                    .any(|s| s.state != State::Free && s.database == database)
+                {
                     continue;
                 }
                 if let Some(slot) = shared.slots.iter_mut().find(|s| s.state == State::Free) {
-                    *slot = Slot { database, state: State::Starting, procno: -1 };
+                    *slot = Slot {
+                        database,
+                        state: State::Starting,
+                        procno: -1,
+                    };
                     starting.push(database);
                 }
             }
@@ -269,7 +284,11 @@ fn start_worker(database: u32) {
 
 fn release_slot(database: u32) {
     let mut shared = SHARED.exclusive();
-    if let Some(slot) = shared.slots.iter_mut().find(|s| s.state != State::Free && s.database == database) {
+    if let Some(slot) = shared
+        .slots
+        .iter_mut()
+        .find(|s| s.state != State::Free && s.database == database)
+    {
         *slot = Slot::default();
     }
 }
@@ -282,7 +301,8 @@ fn databases() -> Vec<u32> {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
         let _ = pg_sys::GetTransactionSnapshot();
-        let relation = pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
+        let relation =
+            pg_sys::table_open(pg_sys::DatabaseRelationId, pg_sys::AccessShareLock as i32);
         let scan = pg_sys::table_beginscan_catalog(relation, 0, std::ptr::null_mut());
         loop {
             let tuple = pg_sys::heap_getnext(scan, pg_sys::ScanDirection::ForwardScanDirection);
@@ -290,7 +310,8 @@ fn databases() -> Vec<u32> {
                 break;
             }
             let header = (*tuple).t_data;
-            let form = (header as *mut u8).add((*header).t_hoff as usize) as *const pg_sys::FormData_pg_database;
+            let form = (header as *mut u8).add((*header).t_hoff as usize)
+                as *const pg_sys::FormData_pg_database;
             if (*form).datallowconn && !(*form).datistemplate {
                 found.push((*form).oid.to_u32());
             }
@@ -341,8 +362,18 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     {
         let mut shared = SHARED.exclusive();
         let procno = unsafe { (*pg_sys::MyProc).pgprocno };
-        match shared.slots.iter_mut().find(|s| s.state != State::Free && s.database == database) {
-            Some(slot) => *slot = Slot { database, state: State::Running, procno },
+        match shared
+            .slots
+            .iter_mut()
+            .find(|s| s.state != State::Free && s.database == database)
+        {
+            Some(slot) => {
+                *slot = Slot {
+                    database,
+                    state: State::Running,
+                    procno,
+                }
+            }
             None => return, // the launcher gave up on it meanwhile
         }
     }
@@ -384,7 +415,11 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
 /// How the worker shows in pg_stat_activity: `purging`, or idle.
 fn activity(what: &std::ffi::CStr) {
     unsafe {
-        let state = if what.is_empty() { pg_sys::BackendState::STATE_IDLE } else { pg_sys::BackendState::STATE_RUNNING };
+        let state = if what.is_empty() {
+            pg_sys::BackendState::STATE_IDLE
+        } else {
+            pg_sys::BackendState::STATE_RUNNING
+        };
         pg_sys::pgstat_report_activity(state, what.as_ptr());
     }
 }
@@ -425,8 +460,16 @@ fn in_worker_transaction<R>(f: impl FnOnce() -> R) -> R {
 
 fn mark_no_extension(database: u32) {
     let mut shared = SHARED.exclusive();
-    if let Some(slot) = shared.slots.iter_mut().find(|s| s.state != State::Free && s.database == database) {
-        *slot = Slot { database, state: State::NoExtension, procno: -1 };
+    if let Some(slot) = shared
+        .slots
+        .iter_mut()
+        .find(|s| s.state != State::Free && s.database == database)
+    {
+        *slot = Slot {
+            database,
+            state: State::NoExtension,
+            procno: -1,
+        };
     }
 }
 

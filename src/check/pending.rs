@@ -133,7 +133,13 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
         let heap_bytes = key.key.heap_bytes();
         if pending.may_record(heap_bytes) {
             let recorded_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
-            pending.entries.insert(key, Entry { dependents: 0, recorded_in });
+            pending.entries.insert(
+                key,
+                Entry {
+                    dependents: 0,
+                    recorded_in,
+                },
+            );
             pending.key_heap_bytes += heap_bytes;
         }
         true
@@ -171,8 +177,11 @@ unsafe extern "C-unwind" fn at_transaction_end(
     use pg_sys::XactEvent::*;
     if matches!(
         event,
-        XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE
-            | XACT_EVENT_PARALLEL_COMMIT | XACT_EVENT_PARALLEL_ABORT
+        XACT_EVENT_COMMIT
+            | XACT_EVENT_ABORT
+            | XACT_EVENT_PREPARE
+            | XACT_EVENT_PARALLEL_COMMIT
+            | XACT_EVENT_PARALLEL_ABORT
     ) {
         PENDING.with_borrow_mut(|pending| *pending = Pending::default());
     }
@@ -189,7 +198,9 @@ unsafe extern "C-unwind" fn at_subtransaction_end(
         // Subtransaction ids grow within a transaction: the aborted one and every one started
         // inside it have ids >= its own, and their queued events are gone with it.
         PENDING.with_borrow_mut(|pending| {
-            pending.entries.retain(|_, entry| entry.recorded_in < aborted);
+            pending
+                .entries
+                .retain(|_, entry| entry.recorded_in < aborted);
             pending.key_heap_bytes = pending.entries.keys().map(|k| k.key.heap_bytes()).sum();
         });
     }
