@@ -258,7 +258,38 @@ DELETE FROM person_low WHERE id = 3;           -- aimed at a partition
 SELECT parent_table, parent_column, keys, cause FROM softfk.deletion ORDER BY id;
 SELECT child, rows FROM softfk_purge();
 SELECT * FROM post ORDER BY id;
-DROP TABLE post, person;
+-- A partition registered as a parent in its own right: a delete through the root is
+-- captured for both registered parents, each through its own trigger.
+CREATE TABLE low_note (id int PRIMARY KEY, person_id int);
+INSERT INTO person VALUES (5);
+INSERT INTO post VALUES (5, 5);
+INSERT INTO low_note VALUES (1, 4), (2, 5);
+SELECT softfk_add('low_note', 'person_id', 'person_low');
+DELETE FROM person WHERE id = 5;
+SELECT parent_table, keys, cause FROM softfk.deletion ORDER BY parent_table::text;
+SELECT child, rows FROM softfk_purge() ORDER BY child::text;
+SELECT 'post' AS child, count(*) FROM post WHERE person_id = 5
+UNION ALL SELECT 'low_note', count(*) FROM low_note WHERE person_id = 5;
+DROP TABLE low_note, post, person;
+
+-- 11. A whole-table purge (after TRUNCATE) whose child keeps its keys — a trigger that puts
+--     the old key back — fails with a reason instead of purging the same rows for ever.
+CREATE TABLE squad (id int PRIMARY KEY);
+INSERT INTO squad VALUES (1), (2);
+CREATE TABLE squad_badge (id int PRIMARY KEY, squad_id int);
+INSERT INTO squad_badge VALUES (1, 1), (2, 2);
+CREATE FUNCTION keep_squad() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.squad_id := OLD.squad_id; RETURN NEW; END $$;
+CREATE TRIGGER keep_squad BEFORE UPDATE ON squad_badge FOR EACH ROW EXECUTE FUNCTION keep_squad();
+SELECT softfk_add('squad_badge', 'squad_id', 'squad', on_delete => 'set null');
+TRUNCATE squad;
+SELECT child, rows FROM softfk_purge();
+SELECT child, pending_full_scans, last_error FROM softfk_status WHERE parent = 'squad'::regclass;
+DROP TRIGGER keep_squad ON squad_badge;
+SELECT child, rows FROM softfk_purge();
+SELECT * FROM squad_badge ORDER BY id;
+DROP TABLE squad_badge, squad;
+DROP FUNCTION keep_squad();
 
 DROP TABLE zz_login, certificate, mal.aaa_enrollment, mal.guesses, zz_history, zz_email_log, reading, measure,
     login_event, account, mention, handle, public.ran_as;
