@@ -34,7 +34,7 @@ use pgrx::prelude::*;
 use pgrx::{JsonB, PgSqlErrorCode, PgTryBuilder};
 
 use crate::registry::{self, as_extension_owner, as_table_owner, read_one, OnDelete, Reference};
-use crate::report::PurgeSql;
+use crate::report::{Pass, PurgeSql};
 use crate::settings::{with_settings, SAFE_SEARCH_PATH};
 
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
@@ -210,12 +210,20 @@ pub fn run(mode: Mode) -> Option<RunReport> {
     let mut keys_for_entry: BTreeMap<i64, i32> = BTreeMap::new();
     // Entries whose batch failed with several references: retried one reference at a time.
     let mut isolated = std::collections::BTreeSet::new();
+    // Entries whose final pass saw a parent key come back: retried locking every row first.
+    let mut locking_first = std::collections::BTreeSet::new();
     loop {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
         }
         let outcome = in_transaction(mode, || {
-            batch(mode, &failed_entries, &keys_for_entry, &isolated)
+            batch(
+                mode,
+                &failed_entries,
+                &keys_for_entry,
+                &isolated,
+                &locking_first,
+            )
         });
         match outcome {
             Ok(None) => break,
@@ -265,6 +273,12 @@ pub fn run(mode: Mode) -> Option<RunReport> {
                 };
                 if entry == 0 || mode == Mode::Worker && unsafe { pg_sys::ProcDiePending != 0 } {
                     error.rethrow();
+                }
+                // A parent key came back while the final pass ran: retried locking first.
+                if error.sql_error_code() == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE
+                    && locking_first.insert(entry)
+                {
+                    continue;
                 }
                 // A batch of several references is retried with each in a subtransaction of its
                 // own: the failing one hands its keys over, the others are purged.
@@ -623,6 +637,8 @@ struct Entry {
     /// The one reference this row is for (a reference's keys handed over after it failed in
     /// a batch with others); None: every reference of the parent column.
     reference: Option<i64>,
+    /// Whether this batch's final pass locks every row before judging it (run()).
+    locking_first: bool,
     /// Whether this batch starts the current pass (no key of it done yet).
     starts_pass: bool,
     /// Keys of `id` done in the current pass after this batch.
@@ -637,6 +653,7 @@ fn batch(
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
     isolated: &std::collections::BTreeSet<i64>,
+    locking_first: &std::collections::BTreeSet<i64>,
 ) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
@@ -652,6 +669,7 @@ fn batch(
     let (_, horizon_before) = horizon();
     let mut entry =
         as_extension_owner(|| take_entry(horizon_before, failed_entries, keys_for_entry))?;
+    entry.locking_first = locking_first.contains(&entry.id);
     // Read after the entry was seen: the deletion has committed, so every transaction that
     // could still commit an orphan of it has an id below `next`.
     let (next, horizon_now) = horizon();
@@ -699,9 +717,12 @@ fn batch(
             Ok(reference) if isolate => {
                 in_transaction(Mode::Function, || purge_reference(reference, &entry)).map_err(
                     |failure| {
-                        let cancelled =
-                            failure.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+                        let code = failure.sql_error_code();
+                        let cancelled = code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+                        // (A parent key that came back is the whole batch's to retry.)
+                        let came_back = code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE;
                         if cancelled && mode == Mode::Function
+                            || came_back
                             || unsafe { pg_sys::ProcDiePending != 0 }
                         {
                             failure.rethrow();
@@ -971,6 +992,7 @@ fn take_entry(
             total_keys,
             final_pass: found.get(7).unwrap().unwrap(),
             reference: found.get(8).unwrap(),
+            locking_first: false,
         };
         let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
         if keys_done == 0 && done_after == total_keys && room > 0 && entry.reference.is_none() {
@@ -1106,7 +1128,12 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         KEY_EXTRA_FLOAT_DIGITS,
     ];
     for leaf in as_extension_owner(|| leaves(reference)) {
-        let sql = reference.purge_sql(&leaf, entry.final_pass);
+        let pass = match (entry.final_pass, entry.locking_first) {
+            (false, _) => Pass::First,
+            (true, false) => Pass::Final,
+            (true, true) => Pass::FinalLockingFirst,
+        };
+        let sql = reference.purge_sql(&leaf, pass);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
         // As a restricted operation (as VACUUM runs index functions): they can create no
@@ -1121,6 +1148,18 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                     "the purge run lost its lock to another run while purging this table",
                 )
                 .detail("A trigger on the child table released the purge worker's advisory locks.")
+                .raise();
+            }
+            // The final pass's first statement judged rows under its snapshot; a parent key
+            // re-created since (by a transaction that held a row it then waited for, say)
+            // makes the batch roll back and run again locking every row first (run()).
+            // Checked only when rows changed; a key re-created before the purge began also
+            // asks for that, which costs a slower batch, never a wrong one.
+            if pass == Pass::Final && changed.count > 0 && parent_came_back(reference, keys) {
+                crate::error::error(
+                    PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    "a parent key came back while the purge ran",
+                )
                 .raise();
             }
             match reference.on_delete {
@@ -1192,6 +1231,18 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
 /// Every setting that changes how a key reads as text, pinned wherever keys become text.
 const KEY_TEXT_SETTINGS: [(&std::ffi::CStr, &str); 3] =
     [KEY_DATESTYLE, KEY_INTERVALSTYLE, KEY_EXTRA_FLOAT_DIGITS];
+
+/// Whether one of `keys` (all absent when queued) has a row in the reference's parent now,
+/// under a new snapshot.
+fn parent_came_back(reference: &Reference, keys: &[String]) -> bool {
+    let absent = as_extension_owner(|| {
+        with_settings(&KEY_TEXT_SETTINGS, || {
+            read_one::<Vec<String>>(&reference.absent_keys_sql(), &[keys.to_vec().into()])
+        })
+    })
+    .unwrap_or_default();
+    absent.len() < keys.len()
+}
 
 /// Keys travel as text; the capture writes them with these settings (sql/purge.sql), and the
 /// purge reads them back with the same, whatever the session's: a timestamp key written under
@@ -1316,18 +1367,19 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
             }
         };
         VERSIONS_LEFT.set(0);
-        {
+        if let Some(act) = &sql.act {
             let _armed = armed();
             take(
                 client
-                    .update(&sql.act, None, &[keys.to_vec().into()])
+                    .update(act, None, &[keys.to_vec().into()])
                     .expect("running a purge statement"),
             );
         }
         // Every row the final pass must change existed in the first statement's snapshot
         // (the transactions that could add one had all ended); only versions written since,
         // which it left alone, need a second look.
-        if let Some(locked_sql) = sql.then_locked.as_ref().filter(|_| VERSIONS_LEFT.get() > 0) {
+        let second_look = sql.act.is_none() || VERSIONS_LEFT.get() > 0;
+        if let Some(locked_sql) = sql.then_locked.as_ref().filter(|_| second_look) {
             let locked = {
                 let _armed = armed();
                 client

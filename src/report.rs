@@ -93,7 +93,8 @@ impl Reference {
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
     ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
     /// ```
-    pub fn purge_sql(&self, leaf: &str, final_pass: bool) -> PurgeSql {
+    pub fn purge_sql(&self, leaf: &str, pass: Pass) -> PurgeSql {
+        let final_pass = pass != Pass::First;
         let key = self.child_key();
         let keys = format!(
             "pg_catalog.unnest(softfk.absent_keys({id}, $1)::{parent_type}[]) AS k (key)",
@@ -101,21 +102,21 @@ impl Reference {
             parent_type = self.parent_type,
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
-        let act = if final_pass {
-            self.action_sql(
+        let act = match pass {
+            Pass::Final => Some(self.action_sql(
                 leaf,
                 &keys,
                 &format!("{key_matches} AND softfk.row_version_seen(c.xmin)"),
-            )
-        } else {
-            self.action_sql(
+            )),
+            Pass::First => Some(self.action_sql(
                 leaf,
                 "",
                 &format!(
                     "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
                                           FOR UPDATE OF c SKIP LOCKED))"
                 ),
-            )
+            )),
+            Pass::FinalLockingFirst => None,
         };
         let then_locked = final_pass.then(|| LockedSql {
             lock: format!(
@@ -229,11 +230,24 @@ impl Reference {
     }
 }
 
+/// Which statements a purge pass runs ([`Reference::purge_sql`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Skips rows others hold.
+    First,
+    /// Waits for rows others hold; re-judges versions written under it.
+    Final,
+    /// The final pass of a batch in which a parent key came back while it ran: every row is
+    /// locked first and judged under a snapshot taken after the locks.
+    FinalLockingFirst,
+}
+
 /// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
 pub struct PurgeSql {
     /// Changes the rows of keys `$1` whose parent is absent: in a first pass those nobody
     /// holds; in the final pass those whose version its snapshot saw, waiting for locks.
-    pub act: String,
+    /// None: lock first (`then_locked` only).
+    pub act: Option<String>,
     /// Final pass only: then the rows that were locked, waiting for them.
     pub then_locked: Option<LockedSql>,
 }
