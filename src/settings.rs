@@ -25,16 +25,11 @@ pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R 
         // strings it is given.
         let nest_level = pg_sys::NewGUCNestLevel();
         for (name, value) in settings {
-            let value = CString::new(*value).expect("a setting without NUL");
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
+            set(
+                name,
+                value,
                 pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
                 pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
             );
         }
         let result = f();
@@ -48,15 +43,31 @@ pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R 
 /// Set `name` to `value` until the end of the transaction (as `SET LOCAL`), with superuser
 /// rights: for pg_softfk's own internal settings.
 pub fn set_for_transaction(name: &CStr, value: &str) {
+    set(
+        name,
+        value,
+        pg_sys::GucContext::PGC_SUSET,
+        pg_sys::GucAction::GUC_ACTION_LOCAL,
+    );
+}
+
+/// One `set_config_option` call, as a session's SET would make it, in `context`.
+fn set(
+    name: &CStr,
+    value: &str,
+    context: pg_sys::GucContext::Type,
+    action: pg_sys::GucAction::Type,
+) {
     let value = CString::new(value).expect("a setting without NUL");
-    // SAFETY: set_config_option copies the strings; GUC_ACTION_LOCAL ends with the transaction.
+    // SAFETY: set_config_option copies the strings it is given; `action` says how long the
+    // value lasts (SAVE: to the nest level's end, LOCAL: to the transaction's).
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
             value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
+            context,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             0,
             false,
