@@ -123,12 +123,6 @@ CREATE EVENT TRIGGER softfk_before_alter_table ON ddl_command_start
     WHEN TAG IN ('ALTER TABLE')
     EXECUTE FUNCTION softfk.before_alter_table();
 
--- The final purge pass changes only row versions its snapshot saw (sql/purge.sql).
-CREATE FUNCTION softfk.row_version_seen(row_xmin xid) RETURNS boolean
-STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'row_version_seen_wrapper';
-COMMENT ON FUNCTION softfk.row_version_seen(xid) IS
-'Whether the calling statement''s snapshot saw the row version with this xmin (the final purge pass changes only those, src/report.rs).';
-
 -- Long trigger names end with an md5 tag (sql/check.sql). Existing triggers keep their names:
 -- pg_softfk finds its triggers by function and arguments.
 CREATE OR REPLACE FUNCTION softfk.trigger_name(tab regclass, column_name name, suffix text)

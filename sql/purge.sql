@@ -171,11 +171,6 @@ STRICT STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'absent_keys_wrapper';
 COMMENT ON FUNCTION softfk.absent_keys(bigint, text[]) IS
 'Which of these keys have no row in the parent of soft reference "reference" (the parent check of the purge, which runs as the child''s owner).';
 
-CREATE FUNCTION softfk.row_version_seen(row_xmin xid) RETURNS boolean
-STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'row_version_seen_wrapper';
-COMMENT ON FUNCTION softfk.row_version_seen(xid) IS
-'Whether the calling statement''s snapshot saw the row version with this xmin (the final purge pass changes only those, src/report.rs).';
-
 CREATE FUNCTION softfk.wake_purge_at_commit() RETURNS void
 VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'wake_purge_at_commit_wrapper';
 COMMENT ON FUNCTION softfk.wake_purge_at_commit() IS

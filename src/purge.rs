@@ -1366,41 +1366,34 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
                 }));
             }
         };
-        VERSIONS_LEFT.set(0);
-        if let Some(act) = &sql.act {
-            let _armed = armed();
-            take(
-                client
-                    .update(act, None, &[keys.to_vec().into()])
-                    .expect("running a purge statement"),
-            );
-        }
-        // Every row the final pass must change existed in the first statement's snapshot
-        // (the transactions that could add one had all ended); only versions written since,
-        // which it left alone, need a second look.
-        let second_look = sql.act.is_none() || VERSIONS_LEFT.get() > 0;
-        if let Some(locked_sql) = sql.then_locked.as_ref().filter(|_| second_look) {
-            let locked = {
-                let _armed = armed();
-                client
-                    .update(&locked_sql.lock, None, &[keys.to_vec().into()])
-                    .expect("locking the rows of a final purge pass")
-                    .first()
-                    .get::<Vec<String>>(1)
-                    .expect("reading the locked rows")
-                    .unwrap_or_default()
-            };
-            if !locked.is_empty() {
+        match sql {
+            PurgeSql::One(statement) => {
                 let _armed = armed();
                 take(
                     client
-                        .update(
-                            &locked_sql.act,
-                            None,
-                            &[keys.to_vec().into(), locked.into()],
-                        )
+                        .update(statement, None, &[keys.to_vec().into()])
                         .expect("running a purge statement"),
                 );
+            }
+            PurgeSql::LockThenAct { lock, act } => {
+                let locked = {
+                    let _armed = armed();
+                    client
+                        .update(lock, None, &[keys.to_vec().into()])
+                        .expect("locking the rows of a final purge pass")
+                        .first()
+                        .get::<Vec<String>>(1)
+                        .expect("reading the locked rows")
+                        .unwrap_or_default()
+                };
+                if !locked.is_empty() {
+                    let _armed = armed();
+                    take(
+                        client
+                            .update(act, None, &[keys.to_vec().into(), locked.into()])
+                            .expect("running a purge statement"),
+                    );
+                }
             }
         }
         changed
@@ -1619,32 +1612,6 @@ fn restorable_columns(child: pg_sys::Oid, row: &str) -> (String, Vec<String>, Ve
             found.get::<Vec<String>>(3).unwrap().unwrap_or_default(),
         )
     })
-}
-
-/// SQL: softfk.row_version_seen(row_xmin xid) RETURNS boolean
-/// Whether the calling statement's snapshot saw the row version with this xmin: false for a
-/// version written by a transaction that was running when the snapshot was taken, or
-/// started since — the version PostgreSQL's re-check of a concurrently updated row brings
-/// (EvalPlanQual). The final purge pass leaves such versions to be judged under a new
-/// snapshot (src/report.rs, `Reference::purge_sql`).
-#[pg_extern(sql = false)]
-fn row_version_seen(row_xmin: pg_sys::TransactionId) -> bool {
-    // SAFETY: the active snapshot is the executing statement's; XidInMVCCSnapshot only reads
-    // it (and pg_subtrans for a snapshot that overflowed).
-    let seen = unsafe {
-        let snapshot = pg_sys::GetActiveSnapshot();
-        snapshot.is_null() || !pg_sys::XidInMVCCSnapshot(row_xmin, snapshot)
-    };
-    if !seen {
-        VERSIONS_LEFT.set(VERSIONS_LEFT.get() + 1);
-    }
-    seen
-}
-
-thread_local! {
-    /// Row versions the final pass's first statement left alone (softfk.row_version_seen was
-    /// false): only then must the lock-then-act pair run.
-    static VERSIONS_LEFT: Cell<u64> = const { Cell::new(0) };
 }
 
 /// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]

@@ -58,43 +58,39 @@ impl Reference {
     /// re-created before that snapshot is never purged. 'archive' returns the rows it deleted
     /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes.
     ///
-    /// In a first pass, `act` chooses and locks the rows `FOR UPDATE SKIP LOCKED` in a
-    /// sub-select, then changes them by ctid: rows other transactions hold are left for the
-    /// final pass, and so are rows changed by transactions that committed after the
-    /// statement's snapshot (the lock returns the new version's ctid, which that snapshot
-    /// does not see).
+    /// A first pass chooses and locks the rows `FOR UPDATE SKIP LOCKED` in a sub-select, then
+    /// changes them by ctid: rows other transactions hold are left for the final pass, and so
+    /// are rows changed by transactions that committed after the statement's snapshot (the
+    /// lock returns the new version's ctid, which that snapshot does not see).
     ///
-    /// The final pass must wait for the rows others hold, and a wait is where a parent can
-    /// come back: the transaction holding the row may re-create the parent key and update the
-    /// row before it commits, and PostgreSQL's re-check of a row updated meanwhile
-    /// (EvalPlanQual) re-evaluates the row's own conditions, not `absent_keys`, computed once
-    /// under the statement's snapshot. So its `act` joins the keys directly (waiting for row
-    /// locks itself, the fast way) but changes only row versions its snapshot saw
-    /// (`softfk.row_version_seen(c.xmin)`); a version written since — by the transaction it
-    /// waited for, or one that committed while it ran — is left to `then_locked`: `lock`
-    /// takes the rows still there (`FOR UPDATE`, waiting) and returns their ctids, and its
-    /// `act`, under a snapshot taken after every wait, changes those rows (`$2`, tid[]) whose
-    /// key is still absent. Nobody can change a row between the two: we hold its lock. The
-    /// engine runs them only when `act` left a version alone (usually it left none).
+    /// The final pass joins the keys directly and waits for row locks itself. A wait is where
+    /// a parent can come back: the transaction holding the row may re-create the parent key
+    /// before it commits, and PostgreSQL's re-check of a row updated meanwhile (EvalPlanQual)
+    /// re-evaluates the row's own conditions, not `absent_keys`, computed once under the
+    /// statement's snapshot. The engine therefore asks `absent_keys` again after the
+    /// statement (src/purge.rs); if a key came back, the batch is rolled back and its final
+    /// pass runs locking first ([`Pass::FinalLockingFirst`]): `lock` takes the rows
+    /// (`FOR UPDATE`, waiting) and returns their ctids, and `act`, under a snapshot taken
+    /// after every wait, changes those rows (`$2`, tid[]) whose key is still absent. Nobody
+    /// can change a row between the two: we hold its lock.
     ///
     /// ```sql
-    /// -- act, final pass (cascade)
+    /// -- final pass (cascade)
     /// DELETE FROM ONLY app.enrollment c
     ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
-    ///  WHERE k.key OPERATOR(pg_catalog.=) c.user_id AND softfk.row_version_seen(c.xmin)
-    /// -- then_locked.lock
+    ///  WHERE k.key OPERATOR(pg_catalog.=) c.user_id
+    /// -- locking first: lock
     /// SELECT array_agg(l.ctid)::pg_catalog.text[] FROM (
     ///   SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///     JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
     ///      FOR UPDATE OF c) l
-    /// -- then_locked.act
+    /// -- locking first: act
     /// DELETE FROM ONLY app.enrollment c
     ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
     ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
     /// ```
     pub fn purge_sql(&self, leaf: &str, pass: Pass) -> PurgeSql {
-        let final_pass = pass != Pass::First;
         let key = self.child_key();
         let keys = format!(
             "pg_catalog.unnest(softfk.absent_keys({id}, $1)::{parent_type}[]) AS k (key)",
@@ -102,13 +98,8 @@ impl Reference {
             parent_type = self.parent_type,
         );
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
-        let act = match pass {
-            Pass::Final => Some(self.action_sql(
-                leaf,
-                &keys,
-                &format!("{key_matches} AND softfk.row_version_seen(c.xmin)"),
-            )),
-            Pass::First => Some(self.action_sql(
+        match pass {
+            Pass::First => PurgeSql::One(self.action_sql(
                 leaf,
                 "",
                 &format!(
@@ -116,20 +107,19 @@ impl Reference {
                                           FOR UPDATE OF c SKIP LOCKED))"
                 ),
             )),
-            Pass::FinalLockingFirst => None,
-        };
-        let then_locked = final_pass.then(|| LockedSql {
-            lock: format!(
-                "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
-                   (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
-            ),
-            act: self.action_sql(
-                leaf,
-                &keys,
-                &format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
-            ),
-        });
-        PurgeSql { act, then_locked }
+            Pass::Final => PurgeSql::One(self.action_sql(leaf, &keys, &key_matches)),
+            Pass::FinalLockingFirst => PurgeSql::LockThenAct {
+                lock: format!(
+                    "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
+                       (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
+                ),
+                act: self.action_sql(
+                    leaf,
+                    &keys,
+                    &format!("c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[]) AND {key_matches}"),
+                ),
+            },
+        }
     }
 
     /// The on_delete action on the rows of `leaf` (alias `c`) that meet `condition`, joined
@@ -235,7 +225,7 @@ impl Reference {
 pub enum Pass {
     /// Skips rows others hold.
     First,
-    /// Waits for rows others hold; re-judges versions written under it.
+    /// Waits for rows others hold.
     Final,
     /// The final pass of a batch in which a parent key came back while it ran: every row is
     /// locked first and judged under a snapshot taken after the locks.
@@ -243,21 +233,12 @@ pub enum Pass {
 }
 
 /// The statements of one purge pass over one leaf ([`Reference::purge_sql`]).
-pub struct PurgeSql {
-    /// Changes the rows of keys `$1` whose parent is absent: in a first pass those nobody
-    /// holds; in the final pass those whose version its snapshot saw, waiting for locks.
-    /// None: lock first (`then_locked` only).
-    pub act: Option<String>,
-    /// Final pass only: then the rows that were locked, waiting for them.
-    pub then_locked: Option<LockedSql>,
-}
-
-/// The final pass's second step: lock, then act on what was locked.
-pub struct LockedSql {
-    /// Locks the rows of keys `$1`, waiting, and returns their ctids (text[]).
-    pub lock: String,
-    /// Changes those of the ctids `$2` whose key (in `$1`) is still absent.
-    pub act: String,
+pub enum PurgeSql {
+    /// Changes the rows of keys `$1` whose parent is absent.
+    One(String),
+    /// `lock` locks the rows of keys `$1`, waiting, and returns their ctids (text[]); `act`
+    /// changes those of the ctids `$2` whose key is still absent.
+    LockThenAct { lock: String, act: String },
 }
 
 /// A partitioned table is read with its partitions; a plain one with `ONLY`, as core's RI
