@@ -36,6 +36,10 @@ install_prerequisites() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
     fi
+    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+        say "installing rustfmt and clippy"
+        rustup component add rustfmt clippy
+    fi
     if ! cargo pgrx --version 2>/dev/null | grep -qF "$PGRX_VERSION"; then
         say "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
         cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
@@ -50,10 +54,10 @@ install_extension() {
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG")
 }
 
-# 0.1.0's install script, kept verbatim in sql/upgrade/, so that the upgrade test (TAP 009)
+# 0.1.0's install script, kept verbatim in tests/fixtures/, so that the upgrade test (TAP 009)
 # can CREATE EXTENSION pg_softfk VERSION '0.1.0'. Only the tests install it.
 install_old_version_for_tests() {
-    cp "$ROOT/sql/upgrade/pg_softfk--0.1.0.sql" "$("$PG_CONFIG" --sharedir)/extension/"
+    cp "$ROOT/tests/fixtures/pg_softfk--0.1.0.sql" "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # The postgres OS user must reach DIR: give every ancestor the traverse bit it lacks (a

@@ -259,7 +259,7 @@ CREATE EVENT TRIGGER softfk_forget_dropped ON sql_drop
 CREATE FUNCTION softfk.key_comparison(
     parent regclass, parent_attnum int2, child regclass, child_attnum int2,
     OUT unique_index regclass, OUT operator text, OUT child_cast text,
-    -- The same, as the check trigger's index probe needs it (see src/check.rs): the
+    -- The same, as the check trigger's index probe needs it (see src/check/plan.rs): the
     -- operator's function, its right-hand type, the index's collation, and the function
     -- applying the implicit cast (0 when there is none or it is binary-coercible).
     OUT comparison_function regproc, OUT right_type oid, OUT collation oid,

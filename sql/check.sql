@@ -1,6 +1,6 @@
 -- Check: the constraint triggers that validate child keys on write, without locking the
 -- parent row. softfk_add / softfk_alter install them, softfk_drop and dropping the parent
--- remove them; src/check.rs is what they run.
+-- remove them; src/check/ is what they run.
 --
 -- Each validated reference has two triggers on the child table (two, because an INSERT
 -- trigger's WHEN clause cannot mention OLD):

@@ -11,8 +11,12 @@ use std::ffi::CStr;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
-use crate::error::{error, required};
-use crate::registry::{self, as_extension_owner, quote_identifier};
+use crate::catalog::reference::{self, OnDelete};
+use crate::catalog::table;
+use crate::postgres::error::{error, required};
+use crate::postgres::quote;
+use crate::postgres::roles::as_extension_owner;
+use crate::postgres::spi::Columns;
 
 /// SQL: softfk.remember_foreign_key(child regclass, constraint_name name)
 /// softfk_adopt, between registering the column and dropping the constraint: keep the
@@ -23,7 +27,7 @@ use crate::registry::{self, as_extension_owner, quote_identifier};
 fn remember_foreign_key(child: Option<pg_sys::Oid>, constraint_name: Option<&CStr>) {
     let child = required(child, "child");
     let constraint_name = required(constraint_name, "constraint_name").to_string_lossy();
-    registry::require_owner(child);
+    table::require_owner(child);
     as_extension_owner(|| {
         Spi::run_with_args(
             "INSERT INTO softfk.adopted_foreign_key
@@ -53,19 +57,16 @@ fn remember_foreign_key(child: Option<pg_sys::Oid>, constraint_name: Option<&CSt
 fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -> String {
     let child = required(child, "child");
     let child_column = required(child_column, "child_column").to_string_lossy();
-    let reference = registry::load_child(child, &child_column);
-    let on_delete = match reference.on_delete.as_str() {
-        "cascade" => "CASCADE",
-        "set null" => "SET NULL",
-        "no action" => "NO ACTION",
-        _ => error(
+    let reference = reference::load_child(child, &child_column);
+    let on_delete = reference.on_delete.foreign_key_action().unwrap_or_else(|| {
+        error(
             ERRCODE_FEATURE_NOT_SUPPORTED,
             format!("on_delete '{}' has no native foreign key equivalent", reference.on_delete.as_str()),
         )
         .detail("A foreign key cannot keep the rows it deletes.")
         .hint("softfk_alter(child, column, on_delete => 'cascade') first if a native ON DELETE CASCADE will do.")
-        .raise(),
-    };
+        .raise()
+    });
     let adopted = as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client
@@ -74,58 +75,50 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
                             a.is_deferrable, a.initially_deferred,
                             EXISTS (SELECT FROM pg_catalog.pg_constraint con
                                      WHERE con.conname = a.constraint_name AND con.conrelid = $2)
+                            AS name_taken
                        FROM softfk.adopted_foreign_key a
                       WHERE a.reference_id = $1",
                     None,
                     &[reference.id.into(), child.into()],
                 )
                 .expect("reading softfk.adopted_foreign_key");
-            rows.into_iter().next().map(|row| {
-                let text = |n: usize| row.get::<String>(n).unwrap().unwrap();
-                let flag = |n: usize| row.get::<bool>(n).unwrap().unwrap();
-                (
-                    text(1),
-                    text(2),
-                    text(3),
-                    flag(4),
-                    flag(5),
-                    flag(6),
-                    flag(7),
-                )
+            rows.into_iter().next().map(|row| AdoptedForeignKey {
+                constraint_name: row.column("constraint_name").unwrap(),
+                on_delete: row.column("on_delete").unwrap(),
+                on_update: row.column("on_update").unwrap(),
+                match_full: row.column("match_full").unwrap(),
+                is_deferrable: row.column("is_deferrable").unwrap(),
+                initially_deferred: row.column("initially_deferred").unwrap(),
+                name_taken: row.column("name_taken").unwrap(),
             })
         })
     });
     let mut clause = String::new();
     let mut options = String::new();
     match adopted {
-        Some((
-            name,
-            adopted_on_delete,
-            on_update,
-            match_full,
-            deferrable,
-            deferred,
-            name_taken,
-        )) => {
-            if !name_taken {
-                clause = format!("CONSTRAINT {} ", quote_identifier(&name));
+        Some(adopted) => {
+            if !adopted.name_taken {
+                clause = format!(
+                    "CONSTRAINT {} ",
+                    quote::identifier(&adopted.constraint_name)
+                );
             }
             // RESTRICT was adopted as 'no action': it comes back as RESTRICT.
-            let on_delete = match (adopted_on_delete.as_str(), on_delete) {
+            let on_delete = match (adopted.on_delete.as_str(), on_delete) {
                 ("restrict", "NO ACTION") => "RESTRICT",
                 _ => on_delete,
             };
-            if match_full {
+            if adopted.match_full {
                 options.push_str(" MATCH FULL");
             }
             options.push_str(&format!(
                 " ON UPDATE {} ON DELETE {on_delete}",
-                on_update.to_uppercase()
+                adopted.on_update.to_uppercase()
             ));
-            if deferrable {
+            if adopted.is_deferrable {
                 options.push_str(" DEFERRABLE");
             }
-            if deferred {
+            if adopted.initially_deferred {
                 options.push_str(" INITIALLY DEFERRED");
             }
         }
@@ -133,11 +126,24 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
     }
     clause.push_str(&format!(
         "FOREIGN KEY ({}) REFERENCES {} ({}){options}",
-        quote_identifier(&reference.child_column),
+        quote::identifier(&reference.child_column),
         reference.parent_table,
-        quote_identifier(&reference.parent_column),
+        quote::identifier(&reference.parent_column),
     ));
     clause
+}
+
+/// A row of softfk.adopted_foreign_key: the native key a registration replaced.
+struct AdoptedForeignKey {
+    constraint_name: String,
+    /// As softfk.referential_action() words it ('restrict' stays 'restrict').
+    on_delete: String,
+    on_update: String,
+    match_full: bool,
+    is_deferrable: bool,
+    initially_deferred: bool,
+    /// Whether another constraint of the child has taken the name since.
+    name_taken: bool,
 }
 
 /// SQL: softfk.lock_for_adopt(child regclass, parent regclass)
@@ -150,9 +156,9 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
 fn lock_for_adopt(child: Option<pg_sys::Oid>, parent: Option<pg_sys::Oid>) {
     let child = required(child, "child");
     let parent = required(parent, "parent");
-    registry::require_owner(child);
-    for table in [child, parent] {
-        unsafe { pg_sys::LockRelationOid(table, pg_sys::AccessExclusiveLock as pg_sys::LOCKMODE) };
+    table::require_owner(child);
+    for relation in [child, parent] {
+        table::lock(relation, pg_sys::AccessExclusiveLock);
     }
 }
 
@@ -161,5 +167,15 @@ fn lock_for_adopt(child: Option<pg_sys::Oid>, parent: Option<pg_sys::Oid>) {
 /// own error (25001, as for VACUUM), before anything is done.
 #[pg_extern(sql = false)]
 fn revert_outside_transaction_block() {
+    // SAFETY: raises 25001 inside a transaction block; reads only the static name given.
     unsafe { pg_sys::PreventInTransactionBlock(true, c"softfk_revert".as_ptr()) };
+}
+
+/// SQL: softfk.on_delete_of_foreign_key(confdeltype "char") RETURNS text
+/// The on_delete of a soft reference that does what a native foreign key's ON DELETE action
+/// (`pg_constraint.confdeltype`) does; NULL for SET DEFAULT, which a soft reference cannot do.
+/// softfk_discover and softfk_adopt ask it, so the mapping is written once, with [`OnDelete`].
+#[pg_extern(sql = false)]
+fn on_delete_of_foreign_key(confdeltype: i8) -> Option<&'static str> {
+    OnDelete::of_foreign_key(confdeltype as u8).map(OnDelete::as_str)
 }

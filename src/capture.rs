@@ -1,6 +1,6 @@
 //! Capture: recording deleted parent keys for the purge.
 //!
-//! Every parent table with soft references carries three triggers (sql/purge.sql):
+//! Every parent table with soft references carries three triggers (sql/capture.sql):
 //! a statement-level AFTER DELETE trigger with a transition table, which writes every key the
 //! statement deleted in one INSERT (a queue row per 1000 keys), whatever the row count; a
 //! row-level AFTER UPDATE OF the key columns, which fires only when a referenced key changes
@@ -8,14 +8,15 @@
 //! nothing; and AFTER TRUNCATE, which queues "every key".
 //!
 //! The queue is written in the deleting transaction, so it commits or rolls back with the
-//! delete. At commit, the database's purge worker is woken (src/worker.rs): purging starts
+//! delete. At commit, the database's purge worker is woken (src/worker/): purging starts
 //! at once instead of at the next poll.
 
 use std::cell::Cell;
 
 use pgrx::prelude::*;
 
-use crate::registry::as_extension_owner;
+use crate::postgres::roles::as_extension_owner;
+use crate::postgres::transaction::{self, TransactionEnd};
 use crate::worker;
 
 /// Make `parent`'s capture triggers name exactly the columns the registry references (none
@@ -32,8 +33,6 @@ pub fn sync(parent: pg_sys::Oid) {
 }
 
 thread_local! {
-    /// Whether this backend has its transaction callback (registered once, kept for good).
-    static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Whether the current transaction queued deleted keys.
     static WAKE_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
 }
@@ -47,25 +46,13 @@ fn wake_purge_at_commit() {
         return;
     }
     WAKE_AT_COMMIT.set(true);
-    if !CALLBACK_REGISTERED.replace(true) {
-        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
-    }
+    transaction::on_transaction_end(at_transaction_end);
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    match event {
-        // COMMIT comes after the transaction became visible to others: the woken worker sees
-        // the queue rows. (A prepared transaction is found by the worker's next poll.)
-        pg_sys::XactEvent::XACT_EVENT_COMMIT if WAKE_AT_COMMIT.replace(false) => {
-            worker::wake_database();
-        }
-        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
-            WAKE_AT_COMMIT.set(false)
-        }
-        _ => {}
+fn at_transaction_end(end: TransactionEnd) {
+    // At COMMIT the transaction is visible to others: the woken worker sees the queue rows.
+    // (A prepared transaction is found by the worker's next poll.)
+    if WAKE_AT_COMMIT.replace(false) && end == TransactionEnd::Commit {
+        worker::wake_database();
     }
 }

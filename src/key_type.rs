@@ -16,114 +16,107 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-
-use crate::fmgr::function_info_v1;
-use crate::registry::as_extension_owner;
-use crate::settings::set_for_transaction;
-
-/// The tables whose key-column triggers came off for the ALTER TABLE in progress, as a
-/// comma-separated list of oids, for softfk.follow_column_renames at its end. Superuser-only
-/// and hidden: no role may make the end of its own ALTER TABLE re-sync other tables.
-static RELEASED_TABLES: GucSetting<Option<std::ffi::CString>> =
-    GucSetting::<Option<std::ffi::CString>>::new(None);
-
-/// Called from `_PG_init`.
-pub fn define_settings() {
-    GucRegistry::define_string_guc(
-        c"pg_softfk.released_tables",
-        c"Internal: tables whose key-column triggers the ALTER TABLE in progress took off.",
-        c"Set by pg_softfk for the rest of the transaction; not meant to be set by hand.",
-        &RELEASED_TABLES,
-        GucContext::Suset,
-        GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::NO_RESET_ALL,
-    );
-}
+use crate::postgres::error::error;
+use crate::postgres::fmgr::function_info_v1;
+use crate::postgres::guc::set_for_transaction;
+use crate::postgres::roles::as_extension_owner;
+use crate::settings::RELEASED_TABLES;
 
 function_info_v1!(pg_finfo_softfk_before_alter_table);
 
 /// SQL: softfk.before_alter_table() RETURNS event_trigger, on `ddl_command_start` of
 /// `ALTER TABLE`.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager, with its `fcinfo`.
 #[unsafe(no_mangle)]
 #[pg_guard]
 pub unsafe extern "C-unwind" fn softfk_before_alter_table(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: PostgreSQL calls an event trigger function with an EventTriggerData context
-    // (checked by its node tag); for ALTER TABLE its parse tree is an AlterTableStmt, whose
-    // commands are a List of AlterTableCmd.
-    let context = (*fcinfo).context;
-    if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-        crate::error::error(
-            pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
-            "softfk.before_alter_table() must be called as an event trigger",
-        )
-        .raise();
-    }
-    let data = &*(context as *mut pg_sys::EventTriggerData);
-    let tree = data.parsetree;
-    if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
-        return pg_sys::Datum::from(0);
-    }
-    let statement = &*(tree as *mut pg_sys::AlterTableStmt);
-    let columns: Vec<String> = list_nodes(statement.cmds)
-        .filter_map(|node| {
-            let command = &*(node as *mut pg_sys::AlterTableCmd);
-            let changes_type = (*node).type_ == pg_sys::NodeTag::T_AlterTableCmd
-                && command.subtype == pg_sys::AlterTableType::AT_AlterColumnType
-                && !command.name.is_null();
-            changes_type.then(|| CStr::from_ptr(command.name).to_string_lossy().into_owned())
-        })
-        .collect();
-    if columns.is_empty() || statement.relation.is_null() {
-        return pg_sys::Datum::from(0);
-    }
-    let table = pg_sys::RangeVarGetRelidExtended(
-        statement.relation,
-        pg_sys::NoLock as pg_sys::LOCKMODE,
-        pg_sys::RVROption::RVR_MISSING_OK,
-        None,
-        std::ptr::null_mut(),
-    );
-    // Only for the table's owner, who may alter it; anyone else's ALTER fails on its own, and
-    // must not get pg_softfk to drop triggers first.
-    if table == pg_sys::InvalidOid || !pg_sys::pg_class_ownercheck(table, pg_sys::GetUserId()) {
-        return pg_sys::Datum::from(0);
-    }
-    for column in &columns {
-        as_extension_owner(|| {
-            Spi::run_with_args(
-                "SELECT softfk.release_key_column($1, $2)",
-                &[table.into(), column.as_str().into()],
+    // SAFETY: an event trigger's context is an EventTriggerData (checked by its node tag,
+    // before it is read); for ALTER TABLE its parse tree is an AlterTableStmt, whose commands
+    // are a List of AlterTableCmd, alive for the call.
+    unsafe {
+        let context = (*fcinfo).context;
+        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
+            error(
+                pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+                "softfk.before_alter_table() must be called as an event trigger",
             )
-            .expect("taking off the triggers on a key column")
-        });
+            .raise();
+        }
+        let data = &*(context as *mut pg_sys::EventTriggerData);
+        let tree = data.parsetree;
+        if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
+            return pg_sys::Datum::from(0);
+        }
+        let statement = &*(tree as *mut pg_sys::AlterTableStmt);
+        let columns: Vec<String> = list_nodes(statement.cmds)
+            .filter_map(|node| {
+                let command = &*(node as *mut pg_sys::AlterTableCmd);
+                let changes_type = (*node).type_ == pg_sys::NodeTag::T_AlterTableCmd
+                    && command.subtype == pg_sys::AlterTableType::AT_AlterColumnType
+                    && !command.name.is_null();
+                changes_type.then(|| CStr::from_ptr(command.name).to_string_lossy().into_owned())
+            })
+            .collect();
+        if columns.is_empty() || statement.relation.is_null() {
+            return pg_sys::Datum::from(0);
+        }
+        let table = pg_sys::RangeVarGetRelidExtended(
+            statement.relation,
+            pg_sys::NoLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        // Only for the table's owner, who may alter it; anyone else's ALTER fails on its own, and
+        // must not get pg_softfk to drop triggers first.
+        if table == pg_sys::InvalidOid || !pg_sys::pg_class_ownercheck(table, pg_sys::GetUserId()) {
+            return pg_sys::Datum::from(0);
+        }
+        for column in &columns {
+            as_extension_owner(|| {
+                Spi::run_with_args(
+                    "SELECT softfk.release_key_column($1, $2)",
+                    &[table.into(), column.as_str().into()],
+                )
+                .expect("taking off the triggers on a key column")
+            });
+        }
+        // For softfk.follow_column_renames at the end of this ALTER TABLE: which tables to put
+        // triggers back on. Local to the transaction (and set outside as_extension_owner, whose
+        // settings end with it), so that a failed ALTER leaves nothing behind.
+        let mut released: Vec<String> = RELEASED_TABLES
+            .get()
+            .map(|list| {
+                list.to_string_lossy()
+                    .split(',')
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        released.push(table.to_u32().to_string());
+        set_for_transaction(c"pg_softfk.released_tables", &released.join(","));
+        pg_sys::Datum::from(0)
     }
-    // For softfk.follow_column_renames at the end of this ALTER TABLE: which tables to put
-    // triggers back on. Local to the transaction (and set outside as_extension_owner, whose
-    // settings end with it), so that a failed ALTER leaves nothing behind.
-    let mut released: Vec<String> = RELEASED_TABLES
-        .get()
-        .map(|list| {
-            list.to_string_lossy()
-                .split(',')
-                .filter(|t| !t.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    released.push(table.to_u32().to_string());
-    set_for_transaction(c"pg_softfk.released_tables", &released.join(","));
-    pg_sys::Datum::from(0)
 }
 
 /// The pointers of a `List` of nodes.
+///
+/// # Safety
+/// `list` is a pointer List of nodes, or NULL, alive while the iterator is used.
 unsafe fn list_nodes(list: *mut pg_sys::List) -> impl Iterator<Item = *mut pg_sys::Node> {
-    let length = if list.is_null() {
-        0
-    } else {
-        (*list).length as usize
-    };
-    // SAFETY: a pointer List of `length` cells, alive for the event trigger's call.
-    (0..length).map(move |i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
+    // SAFETY: the caller passes a pointer List or NULL.
+    unsafe {
+        let length = if list.is_null() {
+            0
+        } else {
+            (*list).length as usize
+        };
+        // SAFETY: a pointer List of `length` cells, alive for the event trigger's call.
+        (0..length).map(move |i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
+    }
 }

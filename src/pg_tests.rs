@@ -1,6 +1,7 @@
 //! In-database tests (`cargo pgrx test`): on every key shape we support, the query builder
 //! finds exactly what a plain hand-written `NOT EXISTS` finds, on seeded random data with
-//! NULLs, duplicates and orphans mixed in.
+//! NULLs, duplicates and orphans mixed in; and the C enum value pgrx does not bind is right
+//! on the major under test.
 
 use pgrx::prelude::*;
 
@@ -232,5 +233,13 @@ mod tests {
             one::<i64>("SELECT rows_examined FROM orphan_report()"),
             one::<i64>("SELECT count(user_id) FROM child")
         );
+    }
+
+    /// The purge worker arms core's statement timeout by its id (utils/timeout.h, which
+    /// pgrx does not bind): a wrong id would cancel with another timeout's message, or none.
+    #[pg_test(error = "canceling statement due to statement timeout")]
+    fn statement_timeout_id_is_statement_timeout() {
+        let _armed = crate::postgres::timeout::StatementTimeout::arm(10);
+        Spi::run("SELECT pg_sleep(5)").unwrap();
     }
 }

@@ -1,76 +1,184 @@
-//! Running code with PostgreSQL settings changed for its duration only.
+//! Every `pg_softfk.*` setting, defined in one place. `_PG_init` calls [`define`]; each
+//! mechanism reads the statics it needs. Durations carry units (`GUC_UNIT_MS`, `GUC_UNIT_S`,
+//! memory `GUC_UNIT_KB`), so `SET pg_softfk.lock_timeout = '2s'` works as for core's settings.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
 
-/// The search_path every query pg_softfk writes runs under when it acts for someone else:
-/// only the catalogs (and the session's own temporary schema, last). With a caller's path, a
-/// function or operator the caller created in one of its schemas, matching our arguments
-/// better than the built-in one, would run with the rights of the extension's owner or the
-/// child's owner (CVE-2018-1058's pattern).
-pub const SAFE_SEARCH_PATH: (&CStr, &str) = (c"search_path", "pg_catalog, pg_temp");
+// The check (src/check/).
 
-/// Run `f` with each `(setting, value)` set as by `SET`, and throw away every setting changed
-/// while `f` runs when it returns: these, and whatever code `f` runs changed, even with a
-/// session-level `SET` or `set_config(..., false)`. Core does the same around maintenance
-/// commands that run table owners' code (VACUUM, ANALYZE, REINDEX): a new GUC nest level,
-/// rolled back as if aborted. Otherwise a trigger on a child table, fired by a purge
-/// statement, could leave a `search_path` behind for the next statement, which runs for
-/// another table's owner. On error the (sub)transaction's abort restores them.
-pub fn with_settings<R>(settings: &[(&CStr, &str)], f: impl FnOnce() -> R) -> R {
-    unsafe {
-        // SAFETY: the nest level is popped below on return, or by the enclosing
-        // (sub)transaction's abort when `f` raises an error; set_config_option copies the
-        // strings it is given.
-        let nest_level = pg_sys::NewGUCNestLevel();
-        for (name, value) in settings {
-            set(
-                name,
-                value,
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-            );
-        }
-        let result = f();
-        // isCommit = false: restore every value saved at this nest level or above, including
-        // values set with GUC_ACTION_SET, which a commit would keep.
-        pg_sys::AtEOXact_GUC(false, nest_level);
-        result
-    }
-}
+/// `pg_softfk.check_dedup_memory`, in kB.
+pub static CHECK_DEDUP_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
 
-/// Set `name` to `value` until the end of the transaction (as `SET LOCAL`), with superuser
-/// rights: for pg_softfk's own internal settings.
-pub fn set_for_transaction(name: &CStr, value: &str) {
-    set(
-        name,
-        value,
-        pg_sys::GucContext::PGC_SUSET,
-        pg_sys::GucAction::GUC_ACTION_LOCAL,
+// The report (src/report.rs).
+
+/// `pg_softfk.orphans_on_add`: whether softfk_add counts the orphans a column already has.
+pub static ORPHANS_ON_ADD: GucSetting<bool> = GucSetting::<bool>::new(true);
+
+// The purge (src/purge/).
+
+/// `pg_softfk.keys_per_batch`.
+pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_softfk.rows_per_statement`.
+pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// `pg_softfk.lock_timeout`, in milliseconds.
+pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_softfk.statement_timeout`, in milliseconds.
+pub static STATEMENT_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60_000);
+/// `pg_softfk.purge_on_subscriber`: whether the purge runs in a database that subscribes to
+/// logical replication.
+pub static PURGE_ON_SUBSCRIBER: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `pg_softfk.child_search_path`: the search_path child triggers see during a purge
+/// statement; empty: the pinned one.
+pub static CHILD_SEARCH_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c""));
+
+// The background workers (src/worker/).
+
+/// `pg_softfk.purge_worker`.
+pub static PURGE_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// `pg_softfk.naptime`, in milliseconds.
+pub static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// `pg_softfk.sweep_interval`, in seconds; 0 is off.
+pub static SWEEP_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+// Following a key column's type change (src/key_type.rs).
+
+/// `pg_softfk.released_tables`: the tables whose key-column triggers came off for the ALTER
+/// TABLE in progress, as a comma-separated list of oids, for softfk.follow_column_renames at
+/// its end. Superuser-only and hidden: no role may make the end of its own ALTER TABLE
+/// re-sync other tables.
+pub static RELEASED_TABLES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Define every setting, then reserve the prefix (a misspelt `pg_softfk.*` is an error, as
+/// for core's own settings). Called from `_PG_init`.
+pub fn define() {
+    GucRegistry::define_int_guc(
+        c"pg_softfk.check_dedup_memory",
+        c"Memory a backend may use to run one check per distinct key instead of one per row.",
+        c"Per transaction: the set of child keys whose check is already queued may use this \
+          much, plus what the events it spared would have used. 0 keeps only the latter.",
+        &CHECK_DEDUP_MEMORY,
+        0,
+        i32::MAX / 1024,
+        GucContext::Userset,
+        GucFlags::UNIT_KB,
     );
-}
-
-/// One `set_config_option` call, as a session's SET would make it, in `context`.
-fn set(
-    name: &CStr,
-    value: &str,
-    context: pg_sys::GucContext::Type,
-    action: pg_sys::GucAction::Type,
-) {
-    let value = CString::new(value).expect("a setting without NUL");
-    // SAFETY: set_config_option copies the strings it is given; `action` says how long the
-    // value lasts (SAVE: to the nest level's end, LOCAL: to the transaction's).
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            action,
-            true,
-            0,
-            false,
-        );
-    }
+    GucRegistry::define_bool_guc(
+        c"pg_softfk.orphans_on_add",
+        c"Whether softfk_add counts the orphans a column already has.",
+        c"One scan of the child table, reported as a NOTICE; skipped when a validated foreign key \
+          covers the column. Turn it off to register a column of a very large table at once.",
+        &ORPHANS_ON_ADD,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.keys_per_batch",
+        c"Deleted parent keys the purge handles per transaction.",
+        c"Each batch purges the child rows of at most this many keys (one queue row holds at \
+          most 1000), then commits.",
+        &KEYS_PER_BATCH,
+        1,
+        1000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.rows_per_statement",
+        c"About how many child rows one purge statement deletes, nulls or archives.",
+        c"A batch's keys are split into statements by the child column's statistics (the rows of \
+          one key are never split). A TRUNCATE or sweep takes at most this many per statement.",
+        &ROWS_PER_STATEMENT,
+        1,
+        100_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.lock_timeout",
+        c"How long a purge statement waits for a child row locked by another transaction.",
+        c"On timeout the batch is rolled back and retried with fewer keys. 0 waits forever.",
+        &LOCK_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Userset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.statement_timeout",
+        c"How long one purge statement of the worker may run.",
+        c"On timeout the batch is rolled back and retried with fewer keys. 0 means no limit. \
+          softfk_purge() is bounded by the session's statement_timeout instead.",
+        &STATEMENT_TIMEOUT,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_softfk.purge_on_subscriber",
+        c"Whether the purge runs in a database that subscribes to logical replication.",
+        c"Off (the default): a subscriber receives the publisher's purge as replicated changes, \
+          and its own would write queue, run-log and archive rows whose ids collide with \
+          replicated ones, stopping the subscription. Turn it on only where the softfk tables \
+          are not replicated.",
+        &PURGE_ON_SUBSCRIBER,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_softfk.child_search_path",
+        c"The search_path a purge statement runs with, for the child's triggers.",
+        c"Empty (the default): pg_catalog, pg_temp, as all of pg_softfk's queries. Set it (for \
+          example to '\"$user\", public') when triggers on child tables name tables or functions \
+          without a schema and have no SET search_path of their own. pg_softfk's statements \
+          name everything with its schema, so only those triggers see the difference.",
+        &CHILD_SEARCH_PATH,
+        // Superusers only: it decides what the child owner's triggers resolve.
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pg_softfk.purge_worker",
+        c"Whether the background worker purges the queue.",
+        c"Off: the worker leaves the queue alone (softfk_purge() still runs the purge).",
+        &PURGE_WORKER,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.naptime",
+        c"How long the purge worker sleeps when it is not woken.",
+        c"A deleting commit wakes the worker at once; the naptime paces final passes, sweeps \
+          and the launcher's look for new databases.",
+        &NAPTIME,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.sweep_interval",
+        c"How often the purge worker looks for orphans the capture did not see. 0 turns it off.",
+        c"A sweep queues every parent for a full anti-join (the orphan_report() query), which \
+          then purges like a TRUNCATE.",
+        &SWEEP_INTERVAL,
+        0,
+        i32::MAX,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_softfk.released_tables",
+        c"Internal: tables whose key-column triggers the ALTER TABLE in progress took off.",
+        c"Set by pg_softfk for the rest of the transaction; not meant to be set by hand.",
+        &RELEASED_TABLES,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | GucFlags::DISALLOW_IN_FILE | GucFlags::NO_RESET_ALL,
+    );
+    // SAFETY: called from _PG_init, after the settings above were defined.
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_softfk".as_ptr()) };
 }

@@ -12,7 +12,7 @@
 //!   queue drops the events of an aborted subtransaction, so the subtransaction-abort callback
 //!   drops the keys recorded inside it; a stale entry would let a later row skip its check.
 //! - An event whose own row was deleted or updated by the time it runs is skipped by core's
-//!   rule, but if other rows depended on it, the key is checked anyway (src/check.rs).
+//!   rule, but if other rows depended on it, the key is checked anyway (src/check/mod.rs).
 //! - Keys are compared by their bytes. Two equal bytes strings of one type are always equal
 //!   values; two equal values with different bytes (numeric 1.0 and 1.00) merely queue two
 //!   checks.
@@ -27,29 +27,13 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::pg_sys;
-use pgrx::prelude::*;
+
+use crate::postgres::transaction;
+use crate::settings::CHECK_DEDUP_MEMORY;
 
 /// What a spared row saves: one after-trigger event (core's AfterTriggerEventDataOneCtid).
 const EVENT_BYTES: usize = 12;
-
-/// `pg_softfk.check_dedup_memory`, in kB.
-pub static DEDUP_MEMORY: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
-
-pub fn define_settings() {
-    GucRegistry::define_int_guc(
-        c"pg_softfk.check_dedup_memory",
-        c"Memory a backend may use to run one check per distinct key instead of one per row.",
-        c"Per transaction: the set of child keys whose check is already queued may use this \
-          much, plus what the events it spared would have used. 0 keeps only the latter.",
-        &DEDUP_MEMORY,
-        0,
-        i32::MAX / 1024,
-        GucContext::Userset,
-        GucFlags::UNIT_KB,
-    );
-}
 
 /// A key as stored bytes: by-value types as their datum word, others as their contents.
 #[derive(PartialEq, Eq, Hash)]
@@ -93,7 +77,7 @@ impl Pending {
     /// Whether one more key of `new_heap_bytes` fits the budget: check_dedup_memory plus the
     /// events the set has spared so far.
     fn may_record(&self, new_heap_bytes: usize) -> bool {
-        let budget = DEDUP_MEMORY.get() as usize * 1024 + self.rows_spared * EVENT_BYTES;
+        let budget = CHECK_DEDUP_MEMORY.get() as usize * 1024 + self.rows_spared * EVENT_BYTES;
         let capacity = self.entries.capacity();
         let table = if self.entries.len() < capacity {
             table_bytes(capacity)
@@ -132,6 +116,7 @@ pub fn needs_check(reference: i64, key: KeyBytes) -> bool {
         }
         let heap_bytes = key.key.heap_bytes();
         if pending.may_record(heap_bytes) {
+            // SAFETY: reads the current subtransaction's id; called inside a transaction.
             let recorded_in = unsafe { pg_sys::GetCurrentSubTransactionId() };
             pending.entries.insert(
                 key,
@@ -158,50 +143,25 @@ pub fn take(reference: i64, key: KeyBytes) -> u32 {
     })
 }
 
+/// Once per backend (a Cell read on the hot path, not the hub's list).
 fn register_callbacks() {
-    if CALLBACKS_REGISTERED.get() {
+    if CALLBACKS_REGISTERED.replace(true) {
         return;
     }
-    unsafe {
-        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
-    }
-    CALLBACKS_REGISTERED.set(true);
+    transaction::on_transaction_end(|_| {
+        PENDING.with_borrow_mut(|pending| *pending = Pending::default())
+    });
+    transaction::on_subtransaction_abort(forget_recorded_since);
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn at_transaction_end(
-    event: pg_sys::XactEvent::Type,
-    _arg: *mut std::ffi::c_void,
-) {
-    use pg_sys::XactEvent::*;
-    if matches!(
-        event,
-        XACT_EVENT_COMMIT
-            | XACT_EVENT_ABORT
-            | XACT_EVENT_PREPARE
-            | XACT_EVENT_PARALLEL_COMMIT
-            | XACT_EVENT_PARALLEL_ABORT
-    ) {
-        PENDING.with_borrow_mut(|pending| *pending = Pending::default());
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn at_subtransaction_end(
-    event: pg_sys::SubXactEvent::Type,
-    aborted: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        // Subtransaction ids grow within a transaction: the aborted one and every one started
-        // inside it have ids >= its own, and their queued events are gone with it.
-        PENDING.with_borrow_mut(|pending| {
-            pending
-                .entries
-                .retain(|_, entry| entry.recorded_in < aborted);
-            pending.key_heap_bytes = pending.entries.keys().map(|k| k.key.heap_bytes()).sum();
-        });
-    }
+/// A subtransaction aborted: its queued events are gone, and so must its keys be.
+fn forget_recorded_since(aborted: pg_sys::SubTransactionId) {
+    // Subtransaction ids grow within a transaction: the aborted one and every one started
+    // inside it have ids >= its own.
+    PENDING.with_borrow_mut(|pending| {
+        pending
+            .entries
+            .retain(|_, entry| entry.recorded_in < aborted);
+        pending.key_heap_bytes = pending.entries.keys().map(|k| k.key.heap_bytes()).sum();
+    });
 }

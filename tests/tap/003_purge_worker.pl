@@ -268,7 +268,7 @@ is($node->safe_psql('lms', q{SELECT count(*) FROM softfk_purge_runs WHERE starte
 # run them. Each trap records whom it ran as.
 
 $node->safe_psql('lms', 'CREATE SCHEMA trap; GRANT USAGE ON SCHEMA trap TO PUBLIC');
-$node->safe_psql('lms', slurp_file(dirname(__FILE__) . '/../search_path_traps.sql'));
+$node->safe_psql('lms', slurp_file(dirname(__FILE__) . '/../fixtures/search_path_traps.sql'));
 $node->safe_psql('lms', 'ALTER DATABASE lms SET search_path = trap, public, pg_catalog');
 # A worker connecting from now on gets the database's setting.
 $old_pid = worker_pid('lms');

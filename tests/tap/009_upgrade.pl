@@ -1,4 +1,4 @@
-# ALTER EXTENSION pg_softfk UPDATE from 0.1.0 (as it landed; sql/upgrade/) to the current
+# ALTER EXTENSION pg_softfk UPDATE from 0.1.0 (as it landed; tests/fixtures/) to the current
 # version: a database that used 0.1.0 ends with exactly the objects of a fresh install of the
 # current version — functions with their bodies and settings, tables, columns, constraints,
 # indexes, triggers, views, event triggers, comments, privileges, configuration tables — and

@@ -71,7 +71,7 @@ CREATE SCHEMA trap AUTHORIZATION regress_softfk_mallory;
 GRANT USAGE ON SCHEMA trap TO PUBLIC;
 SET ROLE regress_softfk_mallory;
 \getenv abs_srcdir PG_ABS_SRCDIR
-\set traps :abs_srcdir '/../search_path_traps.sql'
+\set traps :abs_srcdir '/../fixtures/search_path_traps.sql'
 \i :traps
 RESET ROLE;
 

@@ -1,5 +1,8 @@
 //! Raising PostgreSQL errors (and notices) with a SQLSTATE, a DETAIL and a HINT, the way core's ereport does.
 
+use std::ffi::CStr;
+
+use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
@@ -58,4 +61,12 @@ pub fn required<T>(value: Option<T>, argument: &str) -> T {
         )
         .raise()
     })
+}
+
+/// The five-character SQLSTATE of an error code (`40001`), as core's `unpack_sql_state` writes it.
+pub fn sqlstate(code: PgSqlErrorCode) -> String {
+    // SAFETY: unpack_sql_state writes into a static buffer and returns it; it is copied at once.
+    unsafe { CStr::from_ptr(pg_sys::unpack_sql_state(code as i32)) }
+        .to_string_lossy()
+        .into_owned()
 }

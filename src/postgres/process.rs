@@ -1,0 +1,41 @@
+//! Facts about this backend process, read from PostgreSQL's process globals.
+
+use pgrx::pg_sys;
+
+/// The database this process is connected to.
+pub fn database_id() -> pg_sys::Oid {
+    // SAFETY: set once when the process connects, never changed after.
+    unsafe { pg_sys::MyDatabaseId }
+}
+
+/// The current user (the role whose rights apply now, after SECURITY DEFINER or a switch).
+pub fn current_user() -> pg_sys::Oid {
+    // SAFETY: reads the backend's current user id.
+    unsafe { pg_sys::GetUserId() }
+}
+
+/// Whether this process is a background worker (not a client's backend).
+pub fn is_background_worker() -> bool {
+    // SAFETY: set once at process start.
+    unsafe { pg_sys::IsBackgroundWorker }
+}
+
+/// Whether this process has been told to terminate (SIGTERM, pg_terminate_backend): the
+/// next interrupt check ends it, and nothing should be retried meanwhile.
+pub fn termination_requested() -> bool {
+    // SAFETY: a flag the signal handler sets; reading it is what CHECK_FOR_INTERRUPTS does.
+    unsafe { pg_sys::ProcDiePending != 0 }
+}
+
+/// This process's number in the PGPROC array, by which others set its latch.
+pub fn procno() -> i32 {
+    // SAFETY: MyProc is set for every process connected to shared memory, which background
+    // workers and backends are before they run any of pg_softfk's code.
+    unsafe { (*pg_sys::MyProc).pgprocno }
+}
+
+/// This process's PID.
+pub fn pid() -> i32 {
+    // SAFETY: set once at process start.
+    unsafe { pg_sys::MyProcPid }
+}

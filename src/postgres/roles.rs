@@ -1,0 +1,57 @@
+//! Running code as another role, the way core's referential-integrity triggers run their
+//! queries as a table's owner.
+
+use pgrx::pg_sys;
+
+use super::guc::{with_settings, SAFE_SEARCH_PATH};
+use super::spi::read_one;
+
+/// Run `f` as the extension's owner, with search_path pinned to the catalogs
+/// ([`SAFE_SEARCH_PATH`]). pg_softfk's own tables are granted to no one: callers reach them
+/// only through functions that first check, as the caller, what the caller may do. An error
+/// unwinds the transaction, which restores the caller's identity and search_path.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = read_one::<pg_sys::Oid>(
+        "SELECT extowner FROM pg_catalog.pg_extension WHERE extname = 'pg_softfk'",
+        &[],
+    )
+    .expect("pg_softfk is installed");
+    as_role(owner, || with_settings(&[SAFE_SEARCH_PATH], f))
+}
+
+/// Run `f` as `role`: row-level security applies as to that owner (not forced on it).
+pub fn as_role<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    with_security_context(
+        role,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_NOFORCE_RLS,
+        f,
+    )
+}
+
+/// Run `f` as the owner of a table, for code of that owner's that `f` fires (statements on
+/// the table, its triggers): as [`as_role`], and as a restricted operation, as core runs index
+/// expressions in VACUUM, so that the owner's code can leave no session state behind
+/// (temporary objects, prepared statements, held cursors, LISTEN, SET ROLE).
+pub fn as_table_owner<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
+    with_security_context(
+        role,
+        pg_sys::SECURITY_LOCAL_USERID_CHANGE
+            | pg_sys::SECURITY_NOFORCE_RLS
+            | pg_sys::SECURITY_RESTRICTED_OPERATION,
+        f,
+    )
+}
+
+fn with_security_context<R>(role: pg_sys::Oid, flags: u32, f: impl FnOnce() -> R) -> R {
+    let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
+    // SAFETY: plain reads and writes of the backend's current user; an error unwinding out of
+    // `f` aborts the (sub)transaction, which restores the user and context saved at its start.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(role, context | flags as i32);
+    }
+    let result = f();
+    // SAFETY: as above; puts back what was read before `f`.
+    unsafe { pg_sys::SetUserIdAndSecContext(caller, context) };
+    result
+}

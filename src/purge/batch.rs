@@ -1,0 +1,459 @@
+//! One batch: a queue row's keys (or a slice of them) purged in every child that references
+//! the parent column, each child leaf by one statement per chunk of keys, as the child's
+//! owner, in one transaction.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+use super::archive::archive;
+use super::horizon::horizon;
+use super::parent_check::ParentCheck;
+use super::queue::{self, Entry};
+use super::run_lock::worker_still_holds_run_lock;
+use super::run_log;
+use super::{in_transaction, Mode, Rows, Touched};
+use crate::catalog::query::{Pass, PurgeSql, KEY_TEXT_SETTINGS};
+use crate::catalog::reference::{self, OnDelete, Reference, Which};
+use crate::catalog::table::leaf_partitions;
+use crate::postgres::error::{error, sqlstate};
+use crate::postgres::guc::{with_settings, SAFE_SEARCH_PATH};
+use crate::postgres::process;
+use crate::postgres::roles::{as_extension_owner, as_table_owner};
+use crate::postgres::spi::read_one;
+use crate::postgres::timeout::StatementTimeout;
+use crate::settings::{CHILD_SEARCH_PATH, LOCK_TIMEOUT, ROWS_PER_STATEMENT, STATEMENT_TIMEOUT};
+
+thread_local! {
+    /// (queue entry, keys, reference) of the batch in progress, for the error report of a
+    /// batch that was rolled back.
+    pub static CURRENT: Cell<(i64, i32, i64)> = const { Cell::new((0, 0, 0)) };
+    /// When the batch in progress merged later queue rows: the keys of its own entry.
+    pub static OWN_KEYS: Cell<Option<i32>> = const { Cell::new(None) };
+    /// Whether the batch in progress purges several references.
+    pub static MANY_REFERENCES: Cell<bool> = const { Cell::new(false) };
+    /// Per (queue row, reference, leaf) of a whole-table purge: the orphan keys its last
+    /// round purged, in this run.
+    static LAST_ROUND: RefCell<HashMap<(i64, i64, String), Vec<String>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// A new run: whole-table purges start with no memory of earlier rounds.
+pub fn forget_last_rounds() {
+    LAST_ROUND.with_borrow_mut(|last| last.clear());
+}
+
+/// What one batch did.
+pub struct Batch {
+    /// The queue row it took.
+    pub entry: i64,
+    pub keys: i64,
+    /// References that failed and were handed over to queue rows of their own.
+    pub failures: Vec<serde_json::Value>,
+    pub rows: BTreeMap<i64, Touched>,
+}
+
+/// Purge one batch in the current transaction. `None` when no queue row is ready.
+pub fn run(
+    mode: Mode,
+    failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
+    isolated: &BTreeSet<i64>,
+    locking_first: &BTreeSet<i64>,
+) -> Option<Batch> {
+    CURRENT.set((0, 0, 0));
+    OWN_KEYS.set(None);
+    MANY_REFERENCES.set(false);
+    if !worker_still_holds_run_lock() {
+        return None; // another run took over: this one ends
+    }
+    // Deferred triggers fire at the end of each purge statement, not at COMMIT: only there
+    // do they run as the child's owner, with their settings thrown away (purge_reference).
+    // (In softfk_purge(), the rest of the caller's transaction checks immediately too, as
+    // after SET CONSTRAINTS ALL IMMEDIATE.)
+    Spi::run("SET CONSTRAINTS ALL IMMEDIATE").expect("SET CONSTRAINTS ALL IMMEDIATE");
+    let (_, horizon_before) = horizon();
+    let mut entry =
+        as_extension_owner(|| queue::take_entry(horizon_before, failed_entries, keys_for_entry))?;
+    entry.locking_first = locking_first.contains(&entry.id);
+    // Read after the entry was seen: the deletion has committed, so every transaction that
+    // could still commit an orphan of it has an id below `next`.
+    let (next, horizon_now) = horizon();
+    if !entry.final_pass && entry.starts_pass && horizon_now >= next {
+        entry.final_pass = true; // nothing else is running: this pass is the final one
+    }
+    let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
+    CURRENT.set((entry.id, key_count, 0));
+    if !entry.merged.is_empty() {
+        OWN_KEYS.set(Some(entry.done_after));
+    }
+
+    let mut rows = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut hit_limit = false;
+    let references: Vec<_> = as_extension_owner(|| {
+        reference::load_each(Which::Parent(entry.parent, &entry.parent_column))
+    })
+    .into_iter()
+    .filter(|loaded| match loaded {
+        Ok(reference) => reference.on_delete != OnDelete::NoAction,
+        Err(unusable) => unusable.on_delete != OnDelete::NoAction,
+    })
+    .filter(|loaded| {
+        entry
+            .reference
+            .is_none_or(|only| only == Reference::id_of(loaded))
+    })
+    .collect();
+    // A batch whose references failed together before (run(): `isolated`) purges each of them
+    // in a subtransaction of its own: one that fails (a trigger refuses, a type changed)
+    // hands its keys to queue rows of its own and the others go on. Only then: a
+    // subtransaction per reference and batch would, with ~170 references to a users table,
+    // overflow the backend's cache of 64 subtransaction ids, and every snapshot in the
+    // cluster would read pg_subtrans while the batch runs. Alone, a reference's failure is
+    // the batch's, retried with fewer keys and then backed off.
+    MANY_REFERENCES.set(references.len() > 1);
+    let isolate = references.len() > 1 && isolated.contains(&entry.id);
+    for loaded in &references {
+        let id = Reference::id_of(loaded);
+        CURRENT.set((entry.id, key_count, id));
+        let outcome = match loaded {
+            Err(unusable) if isolate => Err((unusable.message.clone(), "42804".to_string())),
+            Err(unusable) => unusable.raise(),
+            Ok(reference) if isolate => {
+                in_transaction(Mode::Function, || purge_reference(reference, &entry)).map_err(
+                    |failure| {
+                        let code = failure.sql_error_code();
+                        let cancelled = code == PgSqlErrorCode::ERRCODE_QUERY_CANCELED;
+                        // (A parent key that came back is the whole batch's to retry.)
+                        let came_back = code == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE;
+                        if cancelled && mode == Mode::Function
+                            || came_back
+                            || process::termination_requested()
+                        {
+                            failure.rethrow();
+                        }
+                        (failure.message(), sqlstate(failure.sql_error_code()))
+                    },
+                )
+            }
+            Ok(reference) => Ok(purge_reference(reference, &entry)),
+        };
+        let (changed, limited) = match outcome {
+            Ok(done) => done,
+            Err((message, sqlstate)) => {
+                let handed_to = as_extension_owner(|| queue::hand_over(&entry, id));
+                // Rows split from a merged batch are tried again in this run, each alone; a
+                // row that failed alone waits (run()).
+                let retry_now = !entry.merged.is_empty();
+                failures.push(serde_json::json!({
+                    "queue_entry": entry.id,
+                    "handed_over_to": handed_to,
+                    "retry_now": retry_now,
+                    "reference": id,
+                    "keys": key_count,
+                    "sqlstate": sqlstate,
+                    "message": message,
+                }));
+                continue;
+            }
+        };
+        let Ok(reference) = loaded else {
+            unreachable!("an unusable reference purges nothing")
+        };
+        hit_limit |= limited;
+        rows.insert(
+            reference.id,
+            Touched {
+                child: reference.child_oid,
+                child_column: reference.child_column.clone(),
+                parent: reference.parent_oid,
+                on_delete: reference.on_delete,
+                rows: changed,
+            },
+        );
+    }
+    CURRENT.set((entry.id, key_count, 0));
+
+    let pass_complete = match &entry.keys {
+        Some(_) => entry.done_after >= entry.total_keys,
+        None => !hit_limit,
+    };
+    as_extension_owner(|| {
+        queue::finish_batch(&entry, pass_complete, next);
+        run_log::add_totals(&rows);
+    });
+    Some(Batch {
+        entry: entry.id,
+        keys: key_count.into(),
+        rows,
+        failures,
+    })
+}
+
+/// The search_path purge statements run with: pg_softfk.child_search_path, or the pinned
+/// one when it is empty. pg_temp goes last: otherwise it is searched first, and anyone's
+/// temporary type could stand in for a type the statement names.
+fn child_search_path() -> String {
+    let path = CHILD_SEARCH_PATH
+        .get()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if path.trim().is_empty() {
+        return SAFE_SEARCH_PATH.1.to_string();
+    }
+    let mut schemas: Vec<&str> = path
+        .split(',')
+        .map(str::trim)
+        .filter(|schema| !schema.trim_matches('"').eq_ignore_ascii_case("pg_temp"))
+        .collect();
+    schemas.push("pg_temp");
+    schemas.join(", ")
+}
+
+/// Apply one reference's action for the entry's keys, in the child and each of its leaf
+/// partitions. Returns the rows changed, and whether some statement hit the row limit (for a
+/// whole-table entry, there may be more).
+fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
+    let limit = ROWS_PER_STATEMENT.get();
+    let owner = table_owner(reference.child_oid);
+    let _check = ParentCheck::prepare(reference, owner);
+    let mut rows = Rows::default();
+    let mut hit_limit = false;
+    let lock_timeout = LOCK_TIMEOUT.get().to_string();
+    let search_path = child_search_path();
+    // Set for each statement, and every setting the child's triggers change thrown away at
+    // its end (with_settings): nothing one owner's trigger sets reaches the next statement.
+    let [datestyle, intervalstyle, float_digits] = KEY_TEXT_SETTINGS;
+    let settings = [
+        (c"lock_timeout", lock_timeout.as_str()),
+        (c"search_path", search_path.as_str()),
+        datestyle,
+        intervalstyle,
+        float_digits,
+    ];
+    for leaf in as_extension_owner(|| leaves(reference)) {
+        let pass = match (entry.final_pass, entry.locking_first) {
+            (false, _) => Pass::First,
+            (true, false) => Pass::Final,
+            (true, true) => Pass::FinalLockingFirst,
+        };
+        let sql = reference.purge_sql(&leaf, pass);
+        // The statement runs with the rights of the child's owner, as core's cascades do: its
+        // triggers, defaults and constraints never run with more rights than that owner has.
+        // As a restricted operation (as VACUUM runs index functions): they can create no
+        // session state (temporary tables, prepared statements, held cursors, LISTEN, SET
+        // ROLE) that would outlive the statement in the worker's long-lived session.
+        let mut run = |keys: &[String]| {
+            let changed =
+                as_table_owner(owner, || with_settings(&settings, || execute(&sql, keys)));
+            if !worker_still_holds_run_lock() {
+                error(
+                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+                    "the purge run lost its lock to another run while purging this table",
+                )
+                .detail("A trigger on the child table released the purge worker's advisory locks.")
+                .raise();
+            }
+            // The final pass's first statement judged rows under its snapshot; a parent key
+            // re-created since (by a transaction that held a row it then waited for, say)
+            // makes the batch roll back and run again locking every row first (run()).
+            // Checked only when rows changed; a key re-created before the purge began also
+            // asks for that, which costs a slower batch, never a wrong one.
+            if pass == Pass::Final && changed.count > 0 && parent_came_back(reference, keys) {
+                error(
+                    PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    "a parent key came back while the purge ran",
+                )
+                .raise();
+            }
+            match reference.on_delete {
+                OnDelete::SetNull => rows.nulled += changed.count,
+                OnDelete::Archive => {
+                    as_extension_owner(|| archive(reference, &changed.archived));
+                    rows.archived += changed.count;
+                }
+                OnDelete::Cascade | OnDelete::NoAction => rows.deleted += changed.count,
+            }
+            changed.count
+        };
+        match &entry.keys {
+            Some(keys) => {
+                // Keys per statement: about `limit` rows' worth, judged from the column's
+                // statistics (one key's rows are never split).
+                let rows_per_key =
+                    as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
+                let per_statement =
+                    (f64::from(limit) / rows_per_key).clamp(1.0, keys.len().max(1) as f64) as usize;
+                for chunk in keys.chunks(per_statement) {
+                    run(chunk);
+                }
+            }
+            None => {
+                // Every orphan: a statement's worth of orphan keys at a time (the report's
+                // anti-join, as the extension's owner), one round per leaf and batch. The
+                // entry is done when a round finds none.
+                let orphan_keys = as_extension_owner(|| {
+                    with_settings(&KEY_TEXT_SETTINGS, || {
+                        read_one::<Vec<String>>(&reference.orphan_keys_sql(&leaf), &[limit.into()])
+                    })
+                })
+                .unwrap_or_default();
+                // More may follow while a round changes rows; a round whose orphan rows are
+                // all locked by others (skipped) changes none and leaves them to the final pass.
+                // A round that finds the very keys the last one purged made no progress: in a
+                // first pass, rows others hold (left to the final pass); in the final pass,
+                // which waits for them, a trigger on the child that keeps the key — an error,
+                // not an endless loop.
+                if !orphan_keys.is_empty() {
+                    let round = (entry.id, reference.id, leaf.clone());
+                    let same_as_last =
+                        LAST_ROUND.with_borrow(|last| last.get(&round) == Some(&orphan_keys));
+                    if same_as_last && !entry.final_pass {
+                        continue;
+                    }
+                    if same_as_last {
+                        error(
+                            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                            format!(
+                                "purging {leaf} makes no progress: its orphan rows keep their keys"
+                            ),
+                        )
+                        .detail("A trigger on the table may keep the key column as it was.")
+                        .raise();
+                    }
+                    if run(&orphan_keys) > 0 {
+                        hit_limit = true;
+                        LAST_ROUND.with_borrow_mut(|last| last.insert(round, orphan_keys));
+                    }
+                }
+            }
+        }
+    }
+    (rows, hit_limit)
+}
+
+/// Whether one of `keys` (all absent when queued) has a row in the reference's parent now,
+/// under a new snapshot.
+fn parent_came_back(reference: &Reference, keys: &[String]) -> bool {
+    let absent = as_extension_owner(|| {
+        with_settings(&KEY_TEXT_SETTINGS, || {
+            read_one::<Vec<String>>(&reference.absent_keys_sql(), &[keys.to_vec().into()])
+        })
+    })
+    .unwrap_or_default();
+    absent.len() < keys.len()
+}
+
+fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
+    as_extension_owner(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT relowner FROM pg_catalog.pg_class WHERE oid = $1",
+                    None,
+                    &[table.into()],
+                )
+                .expect("reading pg_class")
+                .first()
+                .get::<pg_sys::Oid>(1)
+                .expect("relowner")
+                .expect("the child table exists")
+        })
+    })
+}
+
+/// The relations a purge statement targets: the child, or each leaf partition of it.
+fn leaves(reference: &Reference) -> Vec<String> {
+    if !reference.child_partitioned {
+        return vec![reference.child_table.clone()];
+    }
+    leaf_partitions(reference.child_oid)
+        .into_iter()
+        .map(|leaf| leaf.qualified_name)
+        .collect()
+}
+
+/// The average number of rows per key value in `leaf`.`column`, from its statistics (1 when
+/// it has none: never analyzed).
+fn rows_per_key(leaf: &str, column: &str) -> f64 {
+    read_one::<f64>(
+        "SELECT (SELECT CASE WHEN s.stadistinct > 0 THEN greatest(c.reltuples, 1) / s.stadistinct
+                             WHEN s.stadistinct < 0 THEN -1 / s.stadistinct END::float8
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2
+                   JOIN pg_catalog.pg_statistic s
+                     ON s.starelid = c.oid AND s.staattnum = a.attnum AND NOT s.stainherit
+                  WHERE c.oid = $1::pg_catalog.regclass)",
+        &[leaf.into(), column.into()],
+    )
+    .filter(|rows| rows.is_finite() && *rows >= 1.0)
+    .unwrap_or(1.0)
+}
+
+/// What one purge statement did: rows changed, and for 'archive' the rows it deleted as
+/// (key, row as jsonb) text.
+struct Changed {
+    count: i64,
+    archived: Vec<(String, String)>,
+}
+
+/// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]).
+fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
+    let timeout = if process::is_background_worker() {
+        STATEMENT_TIMEOUT.get()
+    } else {
+        0
+    };
+    let armed = || (timeout > 0).then(|| StatementTimeout::arm(timeout));
+    Spi::connect_mut(|client| {
+        let mut changed = Changed {
+            count: 0,
+            archived: Vec::new(),
+        };
+        let mut take = |result: pgrx::spi::SpiTupleTable| {
+            changed.count += result.len() as i64;
+            if result.columns().unwrap_or(0) == 2 {
+                changed.archived.extend(result.map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<String>(2).unwrap().unwrap(),
+                    )
+                }));
+            }
+        };
+        match sql {
+            PurgeSql::One(statement) => {
+                let _armed = armed();
+                take(
+                    client
+                        .update(statement, None, &[keys.to_vec().into()])
+                        .expect("running a purge statement"),
+                );
+            }
+            PurgeSql::LockThenAct { lock, act } => {
+                let locked = {
+                    let _armed = armed();
+                    client
+                        .update(lock, None, &[keys.to_vec().into()])
+                        .expect("locking the rows of a final purge pass")
+                        .first()
+                        .get::<Vec<String>>(1)
+                        .expect("reading the locked rows")
+                        .unwrap_or_default()
+                };
+                if !locked.is_empty() {
+                    let _armed = armed();
+                    take(
+                        client
+                            .update(act, None, &[keys.to_vec().into(), locked.into()])
+                            .expect("running a purge statement"),
+                    );
+                }
+            }
+        }
+        changed
+    })
+}

@@ -1,0 +1,326 @@
+//! The queue `softfk.deletion`: taking its ready rows as batches (merging small rows of the
+//! same parent column), handing a failing reference's keys over to rows of their own,
+//! marking keys done, and queueing sweeps.
+
+use std::collections::BTreeMap;
+
+use pgrx::prelude::*;
+
+use super::horizon::{horizon, this_cluster};
+use crate::postgres::roles::as_extension_owner;
+use crate::postgres::spi::{read_one, Columns};
+use crate::settings::KEYS_PER_BATCH;
+
+/// One queue row as a batch takes it, with the small rows merged into its batch.
+pub struct Entry {
+    pub id: i64,
+    /// Other queue rows of the same parent column in the same pass, whose keys this batch
+    /// also purges, all of them: one user deleted per statement makes one-key rows, and a
+    /// transaction per key would cap the purge at a few hundred keys a second.
+    /// (row id, how many keys it brought), in the order its keys follow the entry's own.
+    pub merged: Vec<(i64, usize)>,
+    pub parent: pg_sys::Oid,
+    pub parent_column: String,
+    /// This batch's keys; None means every key.
+    pub keys: Option<Vec<String>>,
+    /// The one reference this row is for (a reference's keys handed over after it failed in
+    /// a batch with others); None: every reference of the parent column.
+    pub reference: Option<i64>,
+    /// Whether this batch's final pass locks every row before judging it (run()).
+    pub locking_first: bool,
+    /// Whether this batch starts the current pass (no key of it done yet).
+    pub starts_pass: bool,
+    /// Keys of `id` done in the current pass after this batch.
+    pub done_after: i32,
+    pub total_keys: i32,
+    pub final_pass: bool,
+}
+
+/// One reference of a batch failed: its keys of this batch become queue rows of their own,
+/// for that reference alone, in the pass the entry's rows are in (a first pass whose batch
+/// found nothing else running gets a first pass again; a final pass waits for the same
+/// transactions), while the entry goes on for the other references. A
+/// merged batch gives each row it merged a row of its own, so that one bad key waits alone.
+/// Returns the new rows' ids.
+pub fn hand_over(entry: &Entry, reference: i64) -> Vec<i64> {
+    let mut slices: Vec<(i64, Option<Vec<String>>)> = Vec::new();
+    match &entry.keys {
+        None => slices.push((entry.id, None)),
+        Some(keys) => {
+            let own = keys.len() - entry.merged.iter().map(|(_, n)| n).sum::<usize>();
+            let mut rest = keys[own..].iter().cloned();
+            slices.push((entry.id, Some(keys[..own].to_vec())));
+            for (id, n) in &entry.merged {
+                slices.push((*id, Some(rest.by_ref().take(*n).collect())));
+            }
+        }
+    }
+    slices
+        .into_iter()
+        .flat_map(|(source, keys)| {
+            Spi::connect_mut(|client| {
+                client
+                    .update(
+                        "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
+                                              deleted_at, final_pass, final_after, xid_cluster,
+                                              reference_id)
+                 SELECT d.parent_table, d.parent_column, $2, d.cause, d.deleted_by, d.deleted_at,
+                        d.final_pass, d.final_after, d.xid_cluster, $3
+                   FROM softfk.deletion d WHERE d.id = $1
+                    -- (A whole-table purge that takes several batches hands over once.)
+                    AND NOT ($2 IS NULL AND EXISTS (
+                            SELECT FROM softfk.deletion o
+                             WHERE o.reference_id = $3 AND o.keys IS NULL
+                               AND o.parent_table = d.parent_table AND o.parent_column = d.parent_column))
+                 RETURNING id",
+                        None,
+                        &[source.into(), keys.into(), reference.into()],
+                    )
+                    .expect("handing a reference's keys over to a queue row of its own")
+                    .map(|row| row.get::<i64>(1).unwrap().unwrap())
+                    .collect::<Vec<i64>>()
+            })
+        })
+        .collect()
+}
+
+/// Whether a queue row other than `waiting` ones is ready (see [`take_entry`]).
+pub fn work_is_ready(waiting: &[i64]) -> bool {
+    let (_, horizon) = horizon();
+    as_extension_owner(|| {
+        read_one::<bool>(
+            &format!(
+                "SELECT EXISTS (SELECT FROM softfk.deletion d WHERE {} AND d.id <> ALL ($2))",
+                ready()
+            ),
+            &[(horizon as i64).to_string().into(), waiting.to_vec().into()],
+        )
+    })
+    .unwrap_or(false)
+}
+
+/// A queue row is ready when it has not had its first pass, or when every transaction that
+/// was running at its first pass has ended (`$1`: the horizon), or when its first pass ran
+/// in another cluster (restored from a dump: its transaction ids are not this cluster's,
+/// and every transaction of that cluster has ended).
+fn ready() -> String {
+    format!(
+        "(NOT d.final_pass OR d.final_after <= $1::text::xid8 OR d.xid_cluster <> {})",
+        this_cluster()
+    )
+}
+
+/// Lock and read the oldest queue row that is ready: not yet through its first pass, or
+/// through it and past its horizon. Rows of this very transaction wait for it to commit, and
+/// rows another run holds are skipped.
+pub fn take_entry(
+    horizon: u64,
+    failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
+) -> Option<Entry> {
+    let default_keys = KEYS_PER_BATCH.get();
+    // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
+    Spi::connect_mut(|client| {
+        let found = client
+            .update(
+                &format!(
+                    "SELECT d.id, d.parent_table::oid AS parent, d.parent_column::text,
+                            d.keys IS NULL AS every_key, cardinality(d.keys) AS total_keys,
+                            d.keys_done, d.final_pass, d.reference_id
+                       FROM softfk.deletion d
+                      WHERE {ready}
+                        AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                        AND d.id <> ALL ($2)
+                      ORDER BY d.id
+                      LIMIT 1
+                        FOR UPDATE SKIP LOCKED",
+                    ready = ready()
+                ),
+                None,
+                &[
+                    (horizon as i64).to_string().into(),
+                    failed_entries.to_vec().into(),
+                ],
+            )
+            .expect("reading softfk.deletion")
+            .first();
+        if found.is_empty() {
+            return None;
+        }
+        let id: i64 = found.column("id").unwrap();
+        let every_key: bool = found.column("every_key").unwrap();
+        let total_keys: i32 = found.column("total_keys").unwrap_or(0);
+        let keys_done: i32 = found.column("keys_done").unwrap();
+        let take = *keys_for_entry.get(&id).unwrap_or(&default_keys);
+        let keys = if every_key {
+            None
+        } else {
+            Some(
+                client
+                    .select(
+                        "SELECT keys[$2 + 1 : $2 + $3] FROM softfk.deletion WHERE id = $1",
+                        None,
+                        &[id.into(), keys_done.into(), take.into()],
+                    )
+                    .expect("reading softfk.deletion")
+                    .first()
+                    .get::<Vec<String>>(1)
+                    .unwrap()
+                    .unwrap_or_default(),
+            )
+        };
+        let done_after = keys_done + keys.as_ref().map_or(0, |k| k.len() as i32);
+        let mut entry = Entry {
+            id,
+            merged: Vec::new(),
+            starts_pass: keys_done == 0,
+            parent: found.column("parent").unwrap(),
+            parent_column: found.column("parent_column").unwrap(),
+            keys,
+            done_after,
+            total_keys,
+            final_pass: found.column("final_pass").unwrap(),
+            reference: found.column("reference_id"),
+            locking_first: false,
+        };
+        let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
+        if keys_done == 0 && done_after == total_keys && room > 0 && entry.reference.is_none() {
+            let (ids, more) = take_merged(
+                client,
+                &entry,
+                horizon,
+                failed_entries,
+                keys_for_entry,
+                room,
+            );
+            entry.merged = ids;
+            entry.keys.as_mut().expect("a keyed entry").extend(more);
+        }
+        Some(entry)
+    })
+}
+
+/// Whole queue rows to purge along with `entry` (a whole row itself, at the start of its
+/// pass): later rows of the same parent column, in the same pass and ready, oldest first, as
+/// long as their keys fit in `room`. Rows another run holds are skipped.
+fn take_merged(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    entry: &Entry,
+    horizon: u64,
+    failed_entries: &[i64],
+    keys_for_entry: &BTreeMap<i64, i32>,
+    room: i32,
+) -> (Vec<(i64, usize)>, Vec<String>) {
+    // Rows that failed, or are being retried with fewer keys, are not merged: they are taken
+    // on their own, so a bad key stays with its own row.
+    let excluded: Vec<i64> = failed_entries
+        .iter()
+        .copied()
+        .chain(keys_for_entry.keys().copied())
+        .collect();
+    let candidates: Vec<(i64, i32)> = client
+        .select(
+            &format!(
+                "SELECT d.id, cardinality(d.keys)
+                   FROM softfk.deletion d
+                  WHERE {ready}
+                    AND d.parent_table::oid = $2 AND d.parent_column = $3 AND d.final_pass = $4
+                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $5 AND d.reference_id IS NULL
+                    AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
+                    AND d.id <> ALL ($6)
+                  ORDER BY d.id
+                  LIMIT $7",
+                ready = ready()
+            ),
+            None,
+            &[
+                (horizon as i64).to_string().into(),
+                entry.parent.into(),
+                entry.parent_column.as_str().into(),
+                entry.final_pass.into(),
+                entry.id.into(),
+                excluded.into(),
+                room.into(),
+            ],
+        )
+        .expect("reading softfk.deletion")
+        .map(|row| (row.get(1).unwrap().unwrap(), row.get(2).unwrap().unwrap_or(0)))
+        .collect();
+    let mut left = room;
+    let fitting: Vec<i64> = candidates
+        .into_iter()
+        .take_while(|(_, n)| {
+            left -= n;
+            left >= 0
+        })
+        .map(|(id, _)| id)
+        .collect();
+    if fitting.is_empty() {
+        return (Vec::new(), Vec::new());
+    }
+    let mut ids = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    for row in client
+        .update(
+            "SELECT d.id, d.keys FROM softfk.deletion d WHERE d.id = ANY ($1) ORDER BY d.id
+                FOR UPDATE SKIP LOCKED",
+            None,
+            &[fitting.into()],
+        )
+        .expect("reading softfk.deletion")
+    {
+        let row_keys = row.get::<Vec<String>>(2).unwrap().unwrap_or_default();
+        ids.push((row.get::<i64>(1).unwrap().unwrap(), row_keys.len()));
+        keys.extend(row_keys);
+    }
+    (ids, keys)
+}
+
+/// A batch is done: its rows' pass is recorded, or, after the final pass of all their keys,
+/// the rows leave the queue. `next` is the next transaction id when the batch began, the
+/// horizon its final pass waits for.
+pub fn finish_batch(entry: &Entry, pass_complete: bool, next: u64) {
+    // The merged rows were taken whole, with the entry's pass: they end it with the entry.
+    let ids: Vec<i64> = std::iter::once(entry.id)
+        .chain(entry.merged.iter().map(|(id, _)| *id))
+        .collect();
+    if pass_complete && entry.final_pass {
+        Spi::run_with_args(
+            "DELETE FROM softfk.deletion WHERE id = ANY ($1)",
+            &[ids.into()],
+        )
+    } else {
+        Spi::run_with_args(
+            "UPDATE softfk.deletion
+                SET keys_done = $2, final_pass = $3,
+                    -- (A value from another cluster counts for nothing here.)
+                    final_after = CASE WHEN final_after IS NULL OR xid_cluster <> $5
+                                       THEN $4::text::xid8 ELSE final_after END,
+                    xid_cluster = $5
+              WHERE id = ANY ($1)",
+            &[
+                ids.into(),
+                (if pass_complete { 0 } else { entry.done_after }).into(),
+                (entry.final_pass || pass_complete).into(),
+                (next as i64).to_string().into(),
+                this_cluster().into(),
+            ],
+        )
+    }
+    .expect("updating softfk.deletion");
+}
+
+/// A sweep queues, for every parent column with soft references, a row meaning "every key".
+pub fn queue_sweep() {
+    // (Not for a parent column whose previous sweep or TRUNCATE is still queued.)
+    Spi::run(
+        "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause)
+         SELECT DISTINCT r.parent_table, r.parent_column, NULL::text[], 'sweep'
+           FROM softfk.reference r
+          WHERE NOT EXISTS (SELECT FROM softfk.deletion d
+                             WHERE d.keys IS NULL AND d.parent_table = r.parent_table
+                               AND d.parent_column = r.parent_column
+                               AND d.reference_id IS NULL)",
+    )
+    .expect("queueing a sweep");
+}
