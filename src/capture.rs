@@ -33,6 +33,8 @@ pub fn sync(parent: pg_sys::Oid) {
 }
 
 thread_local! {
+    /// Whether this backend's end-of-transaction handler is registered (once, for good).
+    static HANDLER_REGISTERED: Cell<bool> = const { Cell::new(false) };
     /// Whether the current transaction queued deleted keys.
     static WAKE_AT_COMMIT: Cell<bool> = const { Cell::new(false) };
 }
@@ -46,7 +48,10 @@ fn wake_purge_at_commit() {
         return;
     }
     WAKE_AT_COMMIT.set(true);
-    transaction::on_transaction_end(at_transaction_end);
+    if !HANDLER_REGISTERED.get() {
+        transaction::on_transaction_end(at_transaction_end);
+        HANDLER_REGISTERED.set(true);
+    }
 }
 
 fn at_transaction_end(end: TransactionEnd) {

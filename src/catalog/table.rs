@@ -355,25 +355,31 @@ pub struct Leaf {
 
 /// The leaves of a partition tree: the partitions (at every level) of a partitioned table or
 /// index that hold rows, or the relation itself when it is not partitioned. Ordered by oid,
-/// so that everyone who locks them locks them in the same order.
+/// so that everyone who locks them locks them in the same order. Read from pg_inherits, not
+/// with pg_partition_tree(), which locks every partition: the check builds its plan from
+/// this on the hot path of writes, and must not queue behind a REINDEX of some partition.
 pub fn leaf_partitions(relation: pg_sys::Oid) -> Vec<Leaf> {
     Spi::connect(|client| {
         client
             .select(
-                "SELECT l.leaf, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified_name
-                   FROM (SELECT t.relid::pg_catalog.oid AS leaf
-                           FROM pg_catalog.pg_partition_tree($1) t
-                          UNION ALL
-                         -- (A relation that is neither partitioned nor a partition has no tree.)
-                         SELECT $1 WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_partition_tree($1))) l
-                   JOIN pg_catalog.pg_class c ON c.oid = l.leaf
+                "WITH RECURSIVE tree (relid) AS (
+                     SELECT $1::pg_catalog.oid
+                     UNION ALL
+                     SELECT i.inhrelid
+                       FROM tree
+                       JOIN pg_catalog.pg_class p ON p.oid = tree.relid AND p.relkind IN ('p', 'I')
+                       JOIN pg_catalog.pg_inherits i ON i.inhparent = tree.relid)
+                 SELECT tree.relid AS leaf,
+                        pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified_name
+                   FROM tree
+                   JOIN pg_catalog.pg_class c ON c.oid = tree.relid
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.relkind IN ('r', 'i')
-                  ORDER BY l.leaf",
+                  ORDER BY tree.relid",
                 None,
                 &[relation.into()],
             )
-            .expect("reading pg_partition_tree")
+            .expect("reading pg_inherits")
             .map(|row| Leaf {
                 oid: row.column("leaf").expect("a leaf"),
                 qualified_name: row.column("qualified_name").expect("a leaf's name"),

@@ -145,13 +145,15 @@ pub fn take(reference: i64, key: KeyBytes) -> u32 {
 
 /// Once per backend (a Cell read on the hot path, not the hub's list).
 fn register_callbacks() {
-    if CALLBACKS_REGISTERED.replace(true) {
+    if CALLBACKS_REGISTERED.get() {
         return;
     }
     transaction::on_transaction_end(|_| {
         PENDING.with_borrow_mut(|pending| *pending = Pending::default())
     });
     transaction::on_subtransaction_abort(forget_recorded_since);
+    // (Only now: if registering failed, keys must not be recorded where nothing clears them.)
+    CALLBACKS_REGISTERED.set(true);
 }
 
 /// A subtransaction aborted: its queued events are gone, and so must its keys be.

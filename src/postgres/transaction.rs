@@ -48,8 +48,9 @@ impl Failure {
 /// and rolling it back when `f` raises an error (returned as a [`Failure`]).
 ///
 /// A transaction of its own runs at READ COMMITTED and read-write, whatever the session's
-/// defaults say (and whatever a trigger set them to): as `SET TRANSACTION` would, before its
-/// first snapshot.
+/// defaults say (and whatever a trigger set them to), as `SET TRANSACTION` would before its
+/// first snapshot: the purge's final pass must see what committed after its batch began, and
+/// write.
 pub fn in_transaction<R>(scope: Scope, f: impl FnOnce() -> R) -> Result<R, Failure> {
     let f = AssertUnwindSafe(f);
     // SAFETY: the transaction or subtransaction started here is committed or released on the
@@ -115,32 +116,25 @@ thread_local! {
         const { RefCell::new(Vec::new()) };
 }
 
-/// Call `handler` at the end of every transaction of this backend from now on (once, however
-/// often it is registered). It must not raise an error.
+/// Call `handler` at the end of every transaction of this backend from now on. Register it
+/// once per backend (the caller keeps a flag). It must not raise an error.
 pub fn on_transaction_end(handler: fn(TransactionEnd)) {
     register();
-    AT_END.with_borrow_mut(|handlers| {
-        if !handlers.contains(&handler) {
-            handlers.push(handler);
-        }
-    });
+    AT_END.with_borrow_mut(|handlers| handlers.push(handler));
 }
 
 /// Call `handler` with the id of every subtransaction of this backend that aborts from now on
-/// (subtransactions started inside it abort with it and have larger ids).
+/// (subtransactions started inside it abort with it and have larger ids). Register it once
+/// per backend.
 pub fn on_subtransaction_abort(handler: fn(pg_sys::SubTransactionId)) {
     register();
-    AT_SUBTRANSACTION_ABORT.with_borrow_mut(|handlers| {
-        if !handlers.contains(&handler) {
-            handlers.push(handler);
-        }
-    });
+    AT_SUBTRANSACTION_ABORT.with_borrow_mut(|handlers| handlers.push(handler));
 }
 
 /// One pair of callbacks per backend, kept for good: PostgreSQL has no way to unregister one
 /// from inside a callback.
 fn register() {
-    if REGISTERED.replace(true) {
+    if REGISTERED.get() {
         return;
     }
     // SAFETY: the callbacks are functions with the signatures PostgreSQL expects, alive for
@@ -149,6 +143,7 @@ fn register() {
         pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
     }
+    REGISTERED.set(true);
 }
 
 #[pg_guard]
