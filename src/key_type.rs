@@ -19,7 +19,7 @@ use pgrx::prelude::*;
 use crate::postgres::error::error;
 use crate::postgres::fmgr::function_info_v1;
 use crate::postgres::guc::set_for_transaction;
-use crate::postgres::roles::as_extension_owner;
+use crate::postgres::roles::{self, as_extension_owner};
 use crate::settings::RELEASED_TABLES;
 
 function_info_v1!(pg_finfo_softfk_before_alter_table);
@@ -73,7 +73,7 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(
         );
         // Only for the table's owner, who may alter it; anyone else's ALTER fails on its own, and
         // must not get pg_softfk to drop triggers first.
-        if table == pg_sys::InvalidOid || !pg_sys::pg_class_ownercheck(table, pg_sys::GetUserId()) {
+        if table == pg_sys::InvalidOid || !roles::current_user_owns(table) {
             return pg_sys::Datum::from(0);
         }
         for column in &columns {

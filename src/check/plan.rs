@@ -261,7 +261,12 @@ impl Plan {
                     self.comparison_function,
                     key,
                 );
+                // (PostgreSQL 18 added index_beginscan's instrumentation argument.)
+                #[cfg(not(feature = "pg18"))]
                 let scan = pg_sys::index_beginscan(heap, index, snapshot, 1, 0);
+                #[cfg(feature = "pg18")]
+                let scan =
+                    pg_sys::index_beginscan(heap, index, snapshot, std::ptr::null_mut(), 1, 0);
                 pg_sys::index_rescan(scan, &mut scan_key, 1, std::ptr::null_mut(), 0);
                 let slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
                 let found = pg_sys::index_getnext_slot(

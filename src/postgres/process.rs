@@ -17,7 +17,7 @@ pub fn current_user() -> pg_sys::Oid {
 /// Whether this process is a background worker (not a client's backend).
 pub fn is_background_worker() -> bool {
     // SAFETY: set once at process start.
-    unsafe { pg_sys::IsBackgroundWorker }
+    unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_BG_WORKER }
 }
 
 /// Whether this process has been told to terminate (SIGTERM, pg_terminate_backend): the
@@ -29,9 +29,15 @@ pub fn termination_requested() -> bool {
 
 /// This process's number in the PGPROC array, by which others set its latch.
 pub fn procno() -> i32 {
-    // SAFETY: MyProc is set for every process connected to shared memory, which background
-    // workers and backends are before they run any of pg_softfk's code.
-    unsafe { (*pg_sys::MyProc).pgprocno }
+    // SAFETY: set for every process connected to shared memory, which background workers and
+    // backends are before they run any of pg_softfk's code.
+    unsafe {
+        // (PostgreSQL 17 replaced PGPROC.pgprocno with the global MyProcNumber.)
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        return (*pg_sys::MyProc).pgprocno;
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        return pg_sys::MyProcNumber;
+    }
 }
 
 /// This process's PID.

@@ -42,6 +42,23 @@ pub fn as_table_owner<R>(role: pg_sys::Oid, f: impl FnOnce() -> R) -> R {
     )
 }
 
+/// Whether the current user owns (or is a member of the role owning) the relation, as
+/// ALTER TABLE requires.
+pub fn current_user_owns(relation: pg_sys::Oid) -> bool {
+    // SAFETY: catalog lookups by oid; a relation that does not exist raises an error.
+    unsafe {
+        // (PostgreSQL 16 replaced the per-catalog ownership checks with object_ownercheck.)
+        #[cfg(feature = "pg15")]
+        return pg_sys::pg_class_ownercheck(relation, pg_sys::GetUserId());
+        #[cfg(not(feature = "pg15"))]
+        return pg_sys::object_ownercheck(
+            pg_sys::RelationRelationId,
+            relation,
+            pg_sys::GetUserId(),
+        );
+    }
+}
+
 fn with_security_context<R>(role: pg_sys::Oid, flags: u32, f: impl FnOnce() -> R) -> R {
     let (mut caller, mut context) = (pg_sys::InvalidOid, 0);
     // SAFETY: plain reads and writes of the backend's current user; an error unwinding out of

@@ -61,7 +61,11 @@ pub fn run(sql: &str, alias: &str, on_row: &mut dyn FnMut(&[Option<pg_sys::Datum
             pg_sys::InstrumentOption::INSTRUMENT_ROWS as i32,
         );
         pg_sys::ExecutorStart(query, 0);
+        // (PostgreSQL 18 dropped ExecutorRun's execute_once argument.)
+        #[cfg(not(feature = "pg18"))]
         pg_sys::ExecutorRun(query, pg_sys::ScanDirection::ForwardScanDirection, 0, true);
+        #[cfg(feature = "pg18")]
+        pg_sys::ExecutorRun(query, pg_sys::ScanDirection::ForwardScanDirection, 0);
         pg_sys::ExecutorFinish(query);
         // ExecutorRun has shut the plan down, so parallel workers' counts are in by now.
         let scanned = rows_scanned((*query).planstate, (*(*query).estate).es_range_table, alias);

@@ -51,9 +51,13 @@ pub fn worker_still_holds_run_lock() -> bool {
     let exclusive = pg_sys::ExclusiveLock as pg_sys::LOCKMODE;
     // SAFETY: `tag` is the complete tag begin_run() took the session lock with.
     unsafe {
-        pg_sys::LockHeldByMe(&tag, exclusive)
-            || pg_sys::LockAcquire(&tag, exclusive, true, true)
-                != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
+        // (PostgreSQL 17 added LockHeldByMe's third argument: "or a stronger mode".)
+        #[cfg(any(feature = "pg15", feature = "pg16"))]
+        let held = pg_sys::LockHeldByMe(&tag, exclusive);
+        #[cfg(not(any(feature = "pg15", feature = "pg16")))]
+        let held = pg_sys::LockHeldByMe(&tag, exclusive, false);
+        held || pg_sys::LockAcquire(&tag, exclusive, true, true)
+            != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL
     }
 }
 

@@ -81,8 +81,13 @@ pub(crate) fn handle_signals() {
     // SAFETY: installs core's own handlers, as a background worker does before unblocking
     // signals.
     unsafe {
-        pg_sys::pqsignal(pg_sys::SIGHUP as i32, Some(SignalHandlerForConfigReload));
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(die));
+        // (PostgreSQL 18 made pqsignal a macro for the backend's pqsignal_be.)
+        #[cfg(not(feature = "pg18"))]
+        use pg_sys::pqsignal;
+        #[cfg(feature = "pg18")]
+        use pg_sys::pqsignal_be as pqsignal;
+        pqsignal(pg_sys::SIGHUP as i32, Some(SignalHandlerForConfigReload));
+        pqsignal(pg_sys::SIGTERM as i32, Some(die));
         pg_sys::BackgroundWorkerUnblockSignals();
     }
 }
