@@ -5,8 +5,12 @@ CREATE EXTENSION pg_softfk;
 -- The API sits in the schema the extension was created in (public here); the internal
 -- tables in their own schema "softfk", so \dt of the user's schema stays clean.
 SELECT e.extname, n.nspname AS api_schema FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'pg_softfk';
-\dt
-\dt softfk.*
+-- The tables: none of pg_softfk's in public, its own in softfk (as \dt lists them; its title
+-- differs between majors).
+SELECT n.nspname AS schema, c.relname AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND n.nspname IN ('public', 'softfk')
+ ORDER BY 1, 2;
 
 CREATE TABLE auth_user (id serial PRIMARY KEY, username text UNIQUE NOT NULL);
 CREATE TABLE student_courseenrollment (id serial PRIMARY KEY, user_id int NOT NULL, course_id text);
