@@ -11,10 +11,26 @@ unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 setting() { sed -n "s/^$1[[:space:]]*=[[:space:]]*\"\(.*\)\"[[:space:]]*\$/\1/p" "$ROOT/pgrx.toml" | head -n 1; }
 
 PGRX_VERSION=$(setting cargo_pgrx_version)
-PG_MAJOR=$(setting pg_major)
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-PG_CONFIG=$PG_BIN/pg_config
-PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+read -r -a TESTED_MAJORS <<<"$(setting tested_majors)"
+
+# use_major MAJOR: the PostgreSQL the following commands build for, install into and run.
+# A major with a pg<MAJOR>_prefix in pgrx.toml is built from source there (script/setup);
+# the others are Debian's packages.
+use_major() {
+    PG_MAJOR=$1
+    local prefix
+    prefix=$(setting "pg${PG_MAJOR}_prefix")
+    if [ -n "$prefix" ]; then
+        PG_BIN=$prefix/bin
+        PGXS_TEST=$prefix/lib/pgxs/src/test
+    else
+        PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+        PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+    fi
+    PG_CONFIG=$PG_BIN/pg_config
+}
+# PG_MAJOR=18 bash script/demo: the first tested major unless the environment names one.
+use_major "${PG_MAJOR:-${TESTED_MAJORS[0]}}"
 
 say() { printf '\n==> %s\n' "$*"; }
 
@@ -24,29 +40,9 @@ cluster_settings() {
         | sed "s/[[:space:]]*=[[:space:]]*\"\(.*\)\"/ = '\1'/"
 }
 
-# Idempotent: installs only what is missing.
+# What this major needs, installed if missing (script/setup).
 install_prerequisites() {
-    local packages=(postgresql-"$PG_MAJOR" postgresql-server-dev-"$PG_MAJOR" libclang-dev clang sudo libipc-run-perl)
-    local missing=()
-    for p in "${packages[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
-    if ((${#missing[@]})); then
-        say "installing ${missing[*]}"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    fi
-    if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
-        say "installing rustfmt and clippy"
-        rustup component add rustfmt clippy
-    fi
-    if ! cargo pgrx --version 2>/dev/null | grep -qF "$PGRX_VERSION"; then
-        say "installing cargo-pgrx $PGRX_VERSION (a few minutes)"
-        cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
-    fi
-    if ! grep -qs "^pg$PG_MAJOR" "$HOME/.pgrx/config.toml"; then
-        cargo pgrx init --pg"$PG_MAJOR" "$PG_CONFIG"
-    fi
+    bash "$ROOT/script/setup" "$PG_MAJOR"
 }
 
 install_extension() {
