@@ -50,10 +50,11 @@ install_extension() {
     (cd "$ROOT" && cargo pgrx install --release --pg-config "$PG_CONFIG")
 }
 
-# 0.1.0's install script, kept verbatim in tests/fixtures/, so that the upgrade test (TAP 009)
-# can CREATE EXTENSION pg_softfk VERSION '0.1.0'. Only the tests install it.
+# The install scripts of released versions (0.1.0, 0.2.0), kept verbatim in tests/fixtures/,
+# so that the upgrade test (TAP 009) can CREATE EXTENSION pg_softfk VERSION '0.1.0' and then
+# ALTER EXTENSION ... UPDATE. Only the tests install them.
 install_old_version_for_tests() {
-    cp "$ROOT/tests/fixtures/pg_softfk--0.1.0.sql" "$("$PG_CONFIG" --sharedir)/extension/"
+    cp "$ROOT"/tests/fixtures/pg_softfk--[0-9]*.[0-9]*.[0-9]*.sql "$("$PG_CONFIG" --sharedir)/extension/"
 }
 
 # The postgres OS user must reach DIR: give every ancestor the traverse bit it lacks (a

@@ -16,6 +16,15 @@ $$;
 CREATE FUNCTION softfk.on_delete_of_foreign_key(confdeltype "char") RETURNS text
 IMMUTABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'on_delete_of_foreign_key_wrapper';
 
+-- Whether a foreign key is enforced. PostgreSQL 18 has NOT ENFORCED ones (only in the
+-- catalogs: no triggers, no locks); earlier majors enforce every foreign key.
+CREATE FUNCTION softfk.foreign_key_is_enforced(constraint_oid oid) RETURNS boolean
+STABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'foreign_key_is_enforced_wrapper';
+
+-- Whether this server has NOT ENFORCED foreign keys (PostgreSQL 18 and later).
+CREATE FUNCTION softfk.server_has_not_enforced_keys() RETURNS boolean
+IMMUTABLE LANGUAGE c AS 'MODULE_PATHNAME', 'server_has_not_enforced_keys_wrapper';
+
 CREATE FUNCTION softfk_discover(referenced regclass DEFAULT NULL)
 RETURNS TABLE (
     kind            text,
@@ -32,16 +41,26 @@ RETURNS TABLE (
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH
     -- Native foreign keys pointing at the parent (one row per constraint; a multi-column
-    -- one is listed by its first column, with a note).
+    -- one is listed by its first column, with a note). On PostgreSQL 18, NOT ENFORCED ones are
+    -- a kind of their own: a relationship declared in the catalogs and checked by nothing.
     fk AS (
-        SELECT 'foreign key'::text AS kind, con.conrelid AS child, con.conkey[1] AS child_attnum,
+        SELECT CASE WHEN softfk.foreign_key_is_enforced(con.oid) THEN 'foreign key'
+                    ELSE 'not enforced foreign key' END AS kind,
+               con.conrelid AS child, con.conkey[1] AS child_attnum,
                con.confrelid AS parent, con.confkey[1] AS parent_attnum,
                softfk.referential_action(con.confdeltype) AS on_delete,
-               -- What softfk_adopt takes: one column, an ON DELETE it has an action for.
+               -- What softfk_adopt takes: one column, an ON DELETE it has an action for, not
+               -- registered yet.
                cardinality(con.conkey) = 1
-                   AND softfk.on_delete_of_foreign_key(con.confdeltype) IS NOT NULL AS adoptable,
+                   AND softfk.on_delete_of_foreign_key(con.confdeltype) IS NOT NULL
+                   AND NOT EXISTS (SELECT FROM softfk.reference r
+                                    WHERE r.child_table = con.conrelid AND r.child_attnum = con.conkey[1])
+                   AS adoptable,
                con.conname AS constraint_name,
-               CASE WHEN cardinality(con.conkey) > 1
+               CASE WHEN EXISTS (SELECT FROM softfk.reference r
+                                  WHERE r.child_table = con.conrelid AND r.child_attnum = con.conkey[1])
+                    THEN 'the column already has a soft reference'
+                    WHEN cardinality(con.conkey) > 1
                     THEN format('multi-column foreign key (%s columns): cannot be adopted', cardinality(con.conkey))
                     WHEN softfk.on_delete_of_foreign_key(con.confdeltype) IS NULL
                     THEN format('ON DELETE %s: cannot be adopted', upper(softfk.referential_action(con.confdeltype)))
@@ -126,7 +145,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
      ORDER BY f.parent::regclass::text, f.kind DESC, f.child::regclass::text, ca.attname
 $$;
 COMMENT ON FUNCTION softfk_discover(regclass) IS
-'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key''; adoptable when softfk_adopt takes them), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
+'Columns that reference "referenced" (or any table, when NULL): native foreign keys (kind ''foreign key'', on PostgreSQL 18 also ''not enforced foreign key''; adoptable when softfk_adopt takes them), soft references (''registered''), and unconstrained columns named and typed like references (''candidate''), with the child''s estimated rows, whether an index leads with the column, and the foreign key''s ON DELETE action. Reads only the catalogs.';
 
 -- What softfk_adopt dropped, beyond what the registration says: the constraint's name and
 -- the options a soft reference has no place for, so that softfk_revert puts back the same
@@ -192,7 +211,7 @@ BEGIN
         RAISE EXCEPTION 'column "%" of relation "%" does not exist', child_column, child
             USING ERRCODE = 'undefined_column';
     END IF;
-    SELECT con.conname, con.confrelid::regclass AS parent, con.confdeltype, cardinality(con.conkey) AS columns,
+    SELECT con.oid, con.conname, con.confrelid::regclass AS parent, con.confdeltype, cardinality(con.conkey) AS columns,
            (SELECT a.attname FROM pg_attribute a
              WHERE a.attrelid = con.confrelid AND a.attnum = con.confkey[1]) AS parent_column
       INTO fk
@@ -228,11 +247,18 @@ BEGIN
        USING child, child_column, fk.parent, fk.parent_column, action, 'deferred'::text;
     -- Its name and options, for softfk_revert.
     PERFORM softfk.remember_foreign_key(child, fk.conname);
-    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
+    IF NOT softfk.server_has_not_enforced_keys() THEN
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
+    ELSIF softfk.foreign_key_is_enforced(fk.oid) THEN
+        -- PostgreSQL 18: the constraint stays, NOT ENFORCED. Its triggers go, and with them
+        -- the row locks; the relationship stays in the catalogs for ORMs, diagram tools and
+        -- pg_dump.
+        EXECUTE format('ALTER TABLE %s ALTER CONSTRAINT %I NOT ENFORCED', child, fk.conname);
+    END IF;
     RETURN action;
 END $$;
 COMMENT ON FUNCTION softfk_adopt(regclass, name) IS
-'Replace the native foreign key on child.child_column by a soft reference with the matching on_delete (cascade, set null, no action; SET DEFAULT and multi-column keys are refused), validated deferred; returns the on_delete. One transaction; takes ACCESS EXCLUSIVE on child and parent to drop the constraint.';
+'Replace the native foreign key on child.child_column by a soft reference with the matching on_delete (cascade, set null, no action; SET DEFAULT and multi-column keys are refused), validated deferred; returns the on_delete. One transaction; takes ACCESS EXCLUSIVE on child and parent to drop the constraint, which PostgreSQL 18 keeps instead, NOT ENFORCED (no triggers, no locks; still in the catalogs).';
 
 -- child itself or, when it is partitioned, it and its partitions at every level (leaf: a
 -- table that holds rows).
@@ -261,7 +287,30 @@ BEGIN
       JOIN pg_constraint con ON con.conrelid = t.relid AND con.contype = 'f'
                             AND con.conkey = ARRAY[a.attnum]
                             AND con.confrelid = r.parent AND con.confkey = ARRAY[pa.attnum]
-     WHERE r.child = foreign_keys_on.child AND r.child_column = foreign_keys_on.child_column;
+     WHERE r.child = foreign_keys_on.child AND r.child_column = foreign_keys_on.child_column
+       AND softfk.foreign_key_is_enforced(con.oid);
+END $$;
+
+-- PostgreSQL 18: the NOT ENFORCED key softfk_adopt kept gives way to the enforced one
+-- softfk_revert adds under its name, in the same transaction.
+CREATE FUNCTION softfk.drop_not_enforced_keys(child regclass, child_column name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fk record;
+BEGIN
+    FOR fk IN
+        SELECT con.conname
+          FROM @extschema@.softfk_references r
+          JOIN pg_attribute pa ON pa.attrelid = r.parent AND pa.attname = r.parent_column
+          JOIN pg_attribute a ON a.attrelid = r.child AND a.attname = r.child_column AND NOT a.attisdropped
+          JOIN pg_constraint con ON con.conrelid = r.child AND con.contype = 'f' AND con.conparentid = 0
+                                AND con.conkey = ARRAY[a.attnum]
+                                AND con.confrelid = r.parent AND con.confkey = ARRAY[pa.attnum]
+         WHERE r.child = drop_not_enforced_keys.child AND r.child_column = drop_not_enforced_keys.child_column
+           AND NOT softfk.foreign_key_is_enforced(con.oid)
+    LOOP
+        EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', child, fk.conname);
+    END LOOP;
 END $$;
 
 -- Take off the keys an unfinished softfk_revert added but did not validate.
@@ -324,7 +373,8 @@ BEGIN
     -- Unvalidated keys left by a softfk_revert that stopped after this step: on_delete may
     -- have changed since, or partitions been added. Take them off and add them afresh.
     PERFORM softfk.drop_unvalidated_keys(child, child_column);
-    clause := softfk.foreign_key_clause(child, child_column);  -- (after the drop: the name is free)
+    PERFORM softfk.drop_not_enforced_keys(child, child_column);
+    clause := softfk.foreign_key_clause(child, child_column);  -- (after the drops: the name is free)
     FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
         EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
     END LOOP;

@@ -336,11 +336,6 @@ RETURNS text LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp
                      WHEN 'r' THEN 'restrict' WHEN 'a' THEN 'no action' END
 $$;
 
--- The soft reference's on_delete that does what a foreign key's ON DELETE action does (the
--- mapping lives with the on_delete enum, src/catalog/reference.rs); NULL for SET DEFAULT.
-CREATE FUNCTION softfk.on_delete_of_foreign_key(confdeltype "char") RETURNS text
-IMMUTABLE STRICT LANGUAGE c AS 'MODULE_PATHNAME', 'on_delete_of_foreign_key_wrapper';
-
 CREATE FUNCTION softfk_discover(referenced regclass DEFAULT NULL)
 RETURNS TABLE (
     kind            text,
@@ -363,13 +358,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                con.confrelid AS parent, con.confkey[1] AS parent_attnum,
                softfk.referential_action(con.confdeltype) AS on_delete,
                -- What softfk_adopt takes: one column, an ON DELETE it has an action for.
-               cardinality(con.conkey) = 1
-                   AND softfk.on_delete_of_foreign_key(con.confdeltype) IS NOT NULL AS adoptable,
+               cardinality(con.conkey) = 1 AND con.confdeltype <> 'd' AS adoptable,
                con.conname AS constraint_name,
                CASE WHEN cardinality(con.conkey) > 1
                     THEN format('multi-column foreign key (%s columns): cannot be adopted', cardinality(con.conkey))
-                    WHEN softfk.on_delete_of_foreign_key(con.confdeltype) IS NULL
-                    THEN format('ON DELETE %s: cannot be adopted', upper(softfk.referential_action(con.confdeltype)))
+                    WHEN con.confdeltype = 'd'
+                    THEN 'ON DELETE SET DEFAULT: cannot be adopted'
                END AS note
           FROM pg_constraint con
          WHERE con.contype = 'f' AND con.conparentid = 0
@@ -537,7 +531,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   DETAIL = 'A soft reference is one column referencing one unique parent column.';
     END IF;
-    action := softfk.on_delete_of_foreign_key(fk.confdeltype);
+    action := CASE softfk.referential_action(fk.confdeltype)
+                   WHEN 'cascade' THEN 'cascade' WHEN 'set null' THEN 'set null'
+                   WHEN 'set default' THEN NULL ELSE 'no action' END;
     IF action IS NULL THEN
         RAISE EXCEPTION 'foreign key "%" is ON DELETE SET DEFAULT, which a soft reference cannot do', fk.conname
             USING ERRCODE = 'feature_not_supported',

@@ -179,3 +179,29 @@ fn revert_outside_transaction_block() {
 fn on_delete_of_foreign_key(confdeltype: i8) -> Option<&'static str> {
     OnDelete::of_foreign_key(confdeltype as u8).map(OnDelete::as_str)
 }
+
+/// SQL: softfk.foreign_key_is_enforced(constraint_oid oid) RETURNS boolean
+/// Whether a foreign key is enforced: false only for PostgreSQL 18's NOT ENFORCED keys.
+#[pg_extern(sql = false)]
+fn foreign_key_is_enforced(constraint_oid: pg_sys::Oid) -> bool {
+    // (PostgreSQL 18 added NOT ENFORCED foreign keys: pg_constraint.conenforced.)
+    #[cfg(feature = "pg18")]
+    return crate::postgres::spi::read_one::<bool>(
+        "SELECT conenforced FROM pg_catalog.pg_constraint WHERE oid = $1",
+        &[constraint_oid.into()],
+    )
+    .unwrap_or(true);
+    #[cfg(not(feature = "pg18"))]
+    {
+        let _ = constraint_oid;
+        true
+    }
+}
+
+/// SQL: softfk.server_has_not_enforced_keys() RETURNS boolean
+/// Whether this server has NOT ENFORCED foreign keys, which softfk_adopt then keeps.
+#[pg_extern(sql = false)]
+fn server_has_not_enforced_keys() -> bool {
+    // (PostgreSQL 18 added them.)
+    cfg!(feature = "pg18")
+}

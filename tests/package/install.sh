@@ -34,10 +34,13 @@ holds_every_file() {
     local contents
     contents=$(dpkg-deb --contents "$DEB")
     grep -q "\.$LIB\$" <<<"$contents" && grep -q "\.$CONTROL\$" <<<"$contents" \
-        && grep -q "extension/pg_softfk--$VERSION\.sql\$" <<<"$contents" \
-        && grep -q "extension/pg_softfk--0\.1\.0--0\.2\.0\.sql\$" <<<"$contents"
+        && grep -q "extension/pg_softfk--$VERSION\.sql\$" <<<"$contents" || return 1
+    local upgrade
+    for upgrade in "$ROOT"/sql/pg_softfk--*--*.sql; do
+        grep -q "extension/$(basename "$upgrade")\$" <<<"$contents" || return 1
+    done
 }
-check "it holds the library, the control file, the install script and the upgrade script" \
+check "it holds the library, the control file, the install script and every upgrade script" \
     holds_every_file
 check "META.json's version is the crate's ($VERSION)" \
     grep -q "\"version\": \"$VERSION\"" "$ROOT/META.json"

@@ -1,9 +1,10 @@
-# ALTER EXTENSION pg_softfk UPDATE from 0.1.0 (as it landed; tests/fixtures/) to the current
-# version: a database that used 0.1.0 ends with exactly the objects of a fresh install of the
-# current version — functions with their bodies and settings, tables, columns, constraints,
-# indexes, triggers, views, event triggers, comments, privileges, configuration tables — and
-# what it registered under 0.1.0 keeps working: writes are checked, deletes purged, and the
-# new functions (softfk_revert) work on the old registrations.
+# ALTER EXTENSION pg_softfk UPDATE from each released version (0.1.0 and 0.2.0, as they
+# landed; tests/fixtures/) to the current version: a database that used the old version ends
+# with exactly the objects of a fresh install of the current version — functions with their
+# bodies and settings, tables, columns, constraints, indexes, triggers, views, event triggers,
+# comments, privileges, configuration tables — and what it registered under the old version
+# keeps working: writes are checked, deletes purged, and softfk_revert works on the old
+# registrations.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -17,26 +18,7 @@ $node->start;
 
 my $current = $node->safe_psql('postgres',
     q{SELECT default_version FROM pg_available_extensions WHERE name = 'pg_softfk'});
-isnt($current, '0.1.0', "the current version ($current) is not 0.1.0");
-
-$node->safe_psql('postgres', 'CREATE DATABASE updated');
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
-$node->safe_psql('updated', q{
-    CREATE EXTENSION pg_softfk VERSION '0.1.0';
-    CREATE TABLE auth_user (id int PRIMARY KEY);
-    INSERT INTO auth_user SELECT generate_series(1, 20);
-    CREATE TABLE enrollment (id int PRIMARY KEY, user_id int REFERENCES auth_user ON DELETE CASCADE);
-    INSERT INTO enrollment SELECT g, g FROM generate_series(1, 20) g;
-    CREATE TABLE bookmark (id int PRIMARY KEY, user_id int);
-    INSERT INTO bookmark SELECT g, g FROM generate_series(1, 20) g;
-    SELECT softfk_adopt('enrollment', 'user_id');
-    SELECT softfk_add('bookmark', 'user_id', 'auth_user', on_delete => 'set null');
-});
-is($node->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
-    '0.1.0', 'a database uses 0.1.0');
-$node->safe_psql('updated', 'ALTER EXTENSION pg_softfk UPDATE');
-is($node->safe_psql('updated', q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
-    $current, 'ALTER EXTENSION pg_softfk UPDATE brings it to the current version');
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_softfk');
 
 # Every object of the extension, described without oids.
@@ -75,32 +57,57 @@ my $describe = q{
     SELECT 'configuration tables: ' || (SELECT string_agg(c::regclass::text, ', ' ORDER BY c::regclass::text)
                                           FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'pg_softfk')
     ORDER BY 1};
-my ($updated, $fresh) = ($node->safe_psql('updated', $describe), $node->safe_psql('fresh', $describe));
+my $fresh = $node->safe_psql('fresh', $describe);
 like($fresh, qr/softfk_revert/, 'the description covers the current objects');
-is($updated, $fresh, 'the updated database has exactly the objects of a fresh install');
-if ($updated ne $fresh)
-{
-	my %fresh = map { $_ => 1 } split /\n/, $fresh;
-	my %updated = map { $_ => 1 } split /\n/, $updated;
-	diag("only after the update: $_") for grep { !$fresh{$_} } split /\n/, $updated;
-	diag("only in a fresh install: $_") for grep { !$updated{$_} } split /\n/, $fresh;
-}
 
-# What 0.1.0 registered keeps working.
-my ($ret, $stdout, $stderr) = $node->psql('updated', 'INSERT INTO bookmark VALUES (100, 999)');
-like($stderr, qr/violates soft reference/, 'a check trigger made by 0.1.0 still refuses an orphan');
-$node->safe_psql('updated', 'DELETE FROM auth_user WHERE id = 3');
-ok($node->poll_query_until('updated', q{
-        SELECT NOT EXISTS (SELECT FROM enrollment WHERE user_id = 3)
-           AND (SELECT user_id IS NULL FROM bookmark WHERE id = 3)}),
-    'a delete is captured and purged through the triggers 0.1.0 made');
-is($node->safe_psql('updated', q{SELECT adoptable FROM softfk_discover('auth_user') WHERE kind = 'registered' LIMIT 1}),
-    'f', 'softfk_discover() has its new column');
-$node->safe_psql('updated', q{CALL softfk_revert('enrollment', 'user_id')});
-is($node->safe_psql('updated', q{SELECT pg_get_constraintdef(oid) FROM pg_constraint
-                                  WHERE conrelid = 'enrollment'::regclass AND contype = 'f'}),
-    'FOREIGN KEY (user_id) REFERENCES auth_user(id) ON DELETE CASCADE',
-    'softfk_revert() turns a reference adopted under 0.1.0 back into a foreign key');
+for my $from ('0.1.0', '0.2.0')
+{
+    isnt($current, $from, "the current version ($current) is not $from");
+    (my $db = "from_$from") =~ s/\./_/g;
+    $node->safe_psql('postgres', "CREATE DATABASE $db");
+    $node->safe_psql($db, qq{
+        CREATE EXTENSION pg_softfk VERSION '$from';
+        CREATE TABLE auth_user (id int PRIMARY KEY);
+        INSERT INTO auth_user SELECT generate_series(1, 20);
+        CREATE TABLE enrollment (id int PRIMARY KEY, user_id int REFERENCES auth_user ON DELETE CASCADE);
+        INSERT INTO enrollment SELECT g, g FROM generate_series(1, 20) g;
+        CREATE TABLE bookmark (id int PRIMARY KEY, user_id int);
+        INSERT INTO bookmark SELECT g, g FROM generate_series(1, 20) g;
+        SELECT softfk_adopt('enrollment', 'user_id');
+        SELECT softfk_add('bookmark', 'user_id', 'auth_user', on_delete => 'set null');
+    });
+    is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
+        $from, "a database uses $from");
+    $node->safe_psql($db, 'ALTER EXTENSION pg_softfk UPDATE');
+    is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
+        $current, "ALTER EXTENSION pg_softfk UPDATE brings $from to the current version");
+
+    my $updated = $node->safe_psql($db, $describe);
+    is($updated, $fresh, "updated from $from, the database has exactly the objects of a fresh install");
+    if ($updated ne $fresh)
+    {
+        my %fresh = map { $_ => 1 } split /\n/, $fresh;
+        my %updated = map { $_ => 1 } split /\n/, $updated;
+        diag("only after the update: $_") for grep { !$fresh{$_} } split /\n/, $updated;
+        diag("only in a fresh install: $_") for grep { !$updated{$_} } split /\n/, $fresh;
+    }
+
+    # What the old version registered keeps working.
+    my ($ret, $stdout, $stderr) = $node->psql($db, 'INSERT INTO bookmark VALUES (100, 999)');
+    like($stderr, qr/violates soft reference/, "a check trigger made by $from still refuses an orphan");
+    $node->safe_psql($db, 'DELETE FROM auth_user WHERE id = 3');
+    ok($node->poll_query_until($db, q{
+            SELECT NOT EXISTS (SELECT FROM enrollment WHERE user_id = 3)
+               AND (SELECT user_id IS NULL FROM bookmark WHERE id = 3)}),
+        "a delete is captured and purged through the triggers $from made");
+    is($node->safe_psql($db, q{SELECT adoptable FROM softfk_discover('auth_user') WHERE kind = 'registered' LIMIT 1}),
+        'f', 'softfk_discover() answers with its current columns');
+    $node->safe_psql($db, q{CALL softfk_revert('enrollment', 'user_id')});
+    is($node->safe_psql($db, q{SELECT pg_get_constraintdef(oid) FROM pg_constraint
+                                WHERE conrelid = 'enrollment'::regclass AND contype = 'f'}),
+        'FOREIGN KEY (user_id) REFERENCES auth_user(id) ON DELETE CASCADE',
+        "softfk_revert() turns a reference adopted under $from back into a foreign key");
+}
 
 $node->stop;
 done_testing();

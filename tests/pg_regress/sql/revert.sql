@@ -32,10 +32,12 @@ INSERT INTO note (user_id) VALUES (1);
 INSERT INTO mention (username) VALUES ('grace');
 INSERT INTO login SELECT g, 1 + g % 3, date '2026-06-01' + g FROM generate_series(1, 400) g;
 
--- Every foreign key constraint, partitions' included, as PostgreSQL would dump it.
+-- Every enforced foreign key constraint, partitions' included, as PostgreSQL would dump it.
+-- (PostgreSQL 18 keeps an adopted key NOT ENFORCED until softfk_revert replaces it:
+-- not_enforced.sql.)
 CREATE VIEW foreign_keys AS
 SELECT conrelid::regclass::text AS relation, conname, pg_get_constraintdef(oid) AS definition, convalidated
-  FROM pg_constraint WHERE contype = 'f';
+  FROM pg_constraint WHERE contype = 'f' AND softfk.foreign_key_is_enforced(oid);
 CREATE TABLE schema_before AS SELECT * FROM foreign_keys;
 
 SELECT child, child_column, softfk_adopt(child, child_column)
