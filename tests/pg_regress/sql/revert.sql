@@ -136,6 +136,7 @@ CALL softfk_revert('note', 'user_id');
 ROLLBACK;
 SELECT child, child_column, on_delete FROM softfk_references ORDER BY 1, 2;
 
+DROP VIEW foreign_keys;
 DROP TABLE enrollment, bookmark, grade, note, mention, badge, membership, login, completion, auth_user,
            schema_before, registered_first CASCADE;
 DROP EXTENSION pg_softfk;
