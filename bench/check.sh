@@ -3,6 +3,7 @@
 # the same cluster in one run, repeated and interleaved, medians reported.
 #
 #   bash bench/check.sh [REPEATS]          (default 5; about 40 minutes on 2 cores)
+#   PG_MAJOR=18 PG_BUILD=release bash bench/check.sh ...   (on PostgreSQL 18, built without assertions)
 #
 # Contenders: four identical enrollment tables (bigserial id, user_id int, course_id text,
 # created timestamptz; an index on user_id) referencing a 1M-row auth_user:
@@ -16,6 +17,7 @@
 #   (b) contention  pgbench: 4 clients inserting single rows for 50 hot users while 2 clients
 #                lock those users FOR UPDATE, sleep 10 ms and update them; inserter TPS, p99
 #                latency, MultiXacts created; plotted to bench/check-contention.png
+#                (bench/check-contention-pg18.png on 18)
 #   (c) single   pgbench, 1 client inserting single rows for random users, no contention;
 #                also "noop": a deferred constraint trigger that does nothing (contrib lo's
 #                lo_manage on INSERT), the floor any deferred per-row check starts from
@@ -41,6 +43,9 @@ SECTIONS=${BENCH_SECTIONS:-a b c d}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 install_prerequisites
+# bench/check-contention.png for 15, bench/check-contention-pg18.png for 18.
+PLOT=check-contention.png
+if [ "$PG_MAJOR" != 15 ]; then PLOT=check-contention-pg$PG_MAJOR.png; fi
 if ! command -v gnuplot >/dev/null; then
     apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null
 fi
@@ -230,7 +235,7 @@ for v in "${VARIANTS[@]}"; do
 done
 gnuplot <<GNUPLOT
 set terminal pngcairo size 900,480 font ",10" noenhanced
-set output "$ROOT/bench/check-contention.png"
+set output "$ROOT/bench/$PLOT"
 set title "Child inserts for 50 hot users while 2 sessions lock them FOR UPDATE (4 inserters, PG $PG_MAJOR, 2 cores)"
 set xlabel "seconds"
 set ylabel "inserter transactions per second"
@@ -242,4 +247,4 @@ plot "$WORK/tps_none.dat" with lines lw 2 title "no constraint", \
      "$WORK/tps_immediate.dat" with lines lw 2 title "pg_softfk immediate", \
      "$WORK/tps_fk.dat" with lines lw 2 title "native foreign key"
 GNUPLOT
-say "plot written to bench/check-contention.png; raw figures in $WORK"
+say "plot written to bench/$PLOT; raw figures in $WORK"

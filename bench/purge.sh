@@ -4,6 +4,7 @@
 # repeated and interleaved, medians reported.
 #
 #   bash bench/purge.sh [ROUNDS]          (default 5, at most 9; about 10 minutes on 2 cores)
+#   PG_MAJOR=18 PG_BUILD=release bash bench/purge.sh ...   (on PostgreSQL 18, built without assertions)
 #
 # Four copies of a 100k-row users table; three of them have a 2M-row child (20 rows per user,
 # inserted in random order, an index on user_id):

@@ -3,6 +3,7 @@
 # on the same data, in one run: 1M users, a 10M-row child, 1% of its rows orphans.
 #
 #   bash bench/report.sh [REPEATS]      (default 7; prints medians and ratios)
+#   PG_MAJOR=18 PG_BUILD=release bash bench/report.sh ...   (on PostgreSQL 18, built without assertions)
 #
 # Builds and installs the release build, starts a throwaway cluster under target/bench-cluster.
 # The three contenders run interleaved, round-robin, so drift on a noisy machine hits all alike:

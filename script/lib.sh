@@ -14,12 +14,17 @@ PGRX_VERSION=$(setting cargo_pgrx_version)
 read -r -a TESTED_MAJORS <<<"$(setting tested_majors)"
 
 # use_major MAJOR: the PostgreSQL the following commands build for, install into and run.
-# A major with a pg<MAJOR>_prefix in pgrx.toml is built from source there (script/setup);
-# the others are Debian's packages.
+# A major with a pg<MAJOR>_prefix in pgrx.toml is built from source there, with assertions
+# (script/setup); PG_BUILD=release picks its pg<MAJOR>_release_prefix build, without. The
+# other majors are Debian's packages.
 use_major() {
     PG_MAJOR=$1
     local prefix
     prefix=$(setting "pg${PG_MAJOR}_prefix")
+    # PG_BUILD=release: the build without assertions, where there is one (the benchmarks).
+    if [ "${PG_BUILD:-}" = release ] && [ -n "$(setting "pg${PG_MAJOR}_release_prefix")" ]; then
+        prefix=$(setting "pg${PG_MAJOR}_release_prefix")
+    fi
     if [ -n "$prefix" ]; then
         PG_BIN=$prefix/bin
         PGXS_TEST=$prefix/lib/pgxs/src/test
