@@ -24,6 +24,9 @@ use_major() {
     # PG_BUILD=release: the build without assertions, where there is one (the benchmarks).
     if [ "${PG_BUILD:-}" = release ] && [ -n "$(setting "pg${PG_MAJOR}_release_prefix")" ]; then
         prefix=$(setting "pg${PG_MAJOR}_release_prefix")
+        # Its own build directory: pgrx's bindings come from the server's headers, and cargo
+        # would otherwise reuse the ones of the build with assertions.
+        export CARGO_TARGET_DIR=$ROOT/target/pg${PG_MAJOR}-release-build
     fi
     if [ -n "$prefix" ]; then
         PG_BIN=$prefix/bin
