@@ -16,7 +16,7 @@ use std::ffi::CStr;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::postgres::error::error;
+use crate::postgres::event_trigger::{list_nodes, parse_tree};
 use crate::postgres::fmgr::function_info_v1;
 use crate::postgres::guc::set_for_transaction;
 use crate::postgres::roles::{self, as_extension_owner};
@@ -34,20 +34,10 @@ function_info_v1!(pg_finfo_softfk_before_alter_table);
 pub unsafe extern "C-unwind" fn softfk_before_alter_table(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: an event trigger's context is an EventTriggerData (checked by its node tag,
-    // before it is read); for ALTER TABLE its parse tree is an AlterTableStmt, whose commands
-    // are a List of AlterTableCmd, alive for the call.
+    // SAFETY: fcinfo is this call's; for ALTER TABLE the parse tree is an AlterTableStmt
+    // (checked by its tag), whose commands are a List of AlterTableCmd, alive for the call.
     unsafe {
-        let context = (*fcinfo).context;
-        if context.is_null() || (*context).type_ != pg_sys::NodeTag::T_EventTriggerData {
-            error(
-                pgrx::PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
-                "softfk.before_alter_table() must be called as an event trigger",
-            )
-            .raise();
-        }
-        let data = &*(context as *mut pg_sys::EventTriggerData);
-        let tree = data.parsetree;
+        let tree = parse_tree(fcinfo, "softfk.before_alter_table()");
         if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
             return pg_sys::Datum::from(0);
         }
@@ -101,22 +91,5 @@ pub unsafe extern "C-unwind" fn softfk_before_alter_table(
         released.push(table.to_u32().to_string());
         set_for_transaction(c"pg_softfk.released_tables", &released.join(","));
         pg_sys::Datum::from(0)
-    }
-}
-
-/// The pointers of a `List` of nodes.
-///
-/// # Safety
-/// `list` is a pointer List of nodes, or NULL, alive while the iterator is used.
-unsafe fn list_nodes(list: *mut pg_sys::List) -> impl Iterator<Item = *mut pg_sys::Node> {
-    // SAFETY: the caller passes a pointer List or NULL.
-    unsafe {
-        let length = if list.is_null() {
-            0
-        } else {
-            (*list).length as usize
-        };
-        // SAFETY: a pointer List of `length` cells, alive for the event trigger's call.
-        (0..length).map(move |i| (*(*list).elements.add(i)).ptr_value as *mut pg_sys::Node)
     }
 }

@@ -172,6 +172,11 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
             return pg_sys::Datum::from(0);
         }
         let table_name = CStr::from_ptr((*(*data.tg_relation).rd_rel).relname.data.as_ptr());
+        let schema_name = CStr::from_ptr(pg_sys::get_namespace_name(
+            (*(*data.tg_relation).rd_rel).relnamespace,
+        ));
+        // The constraint is the firing check trigger, the name SET CONSTRAINTS takes.
+        let constraint_name = CStr::from_ptr((*data.tg_trigger).tgname);
         error(
             ERRCODE_FOREIGN_KEY_VIOLATION,
             format!(
@@ -184,7 +189,11 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
             "Key ({})=({}) is not present in table \"{}\".",
             plan.column_name, key_text, plan.parent_name
         ))
-        .raise()
+        .raise_on_constraint(
+            &schema_name.to_string_lossy(),
+            &table_name.to_string_lossy(),
+            &constraint_name.to_string_lossy(),
+        )
     }
 }
 

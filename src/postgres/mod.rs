@@ -5,6 +5,7 @@
 //! | module         | what it wraps                                                         |
 //! |----------------|-----------------------------------------------------------------------|
 //! | [`error`]      | `ereport`: errors, warnings and notices with a SQLSTATE, DETAIL, HINT  |
+//! | [`event_trigger`] | an event trigger's parse tree, lists of nodes                      |
 //! | [`fmgr`]       | `PG_FUNCTION_INFO_V1` for C functions that take `fcinfo` themselves   |
 //! | [`guc`]        | running code under settings that are thrown away afterwards           |
 //! | [`process`]    | facts about this backend: its database, user, kind, pending SIGTERM   |
@@ -17,6 +18,7 @@
 //! |                | callbacks behind one registration                                     |
 
 pub mod error;
+pub mod event_trigger;
 pub mod fmgr;
 pub mod guc;
 pub mod process;

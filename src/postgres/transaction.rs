@@ -60,6 +60,8 @@ pub fn in_transaction<R>(scope: Scope, f: impl FnOnce() -> R) -> Result<R, Failu
     unsafe {
         let memory_context = pg_sys::CurrentMemoryContext;
         let resource_owner = pg_sys::CurrentResourceOwner;
+        // (An error raised in Rust may have pushed a context callback: src/postgres/error.rs.)
+        let error_context = pg_sys::error_context_stack;
         match scope {
             Scope::Transaction => {
                 pg_sys::SetCurrentStatementStartTimestamp();
@@ -95,6 +97,7 @@ pub fn in_transaction<R>(scope: Scope, f: impl FnOnce() -> R) -> Result<R, Failu
         }
         pg_sys::MemoryContextSwitchTo(memory_context);
         pg_sys::CurrentResourceOwner = resource_owner;
+        pg_sys::error_context_stack = error_context;
         result
     }
 }

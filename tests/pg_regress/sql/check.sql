@@ -31,6 +31,25 @@ SELECT 'the INSERT went through' AS deferred;
 COMMIT;
 SELECT count(*) AS rows_kept FROM "Learning Platform"."Enrollment";
 
+-- The error carries what a foreign key's does, in its fields: schema, table, and as the
+-- constraint the check trigger's name (which SET CONSTRAINTS takes). Drivers expose them
+-- (psycopg's diag), and so does GET STACKED DIAGNOSTICS.
+DO $$
+DECLARE
+    state text; schema_name text; table_name text; constraint_name text;
+BEGIN
+    SET CONSTRAINTS ALL IMMEDIATE;
+    INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (42);
+EXCEPTION WHEN foreign_key_violation THEN
+    GET STACKED DIAGNOSTICS state = RETURNED_SQLSTATE, schema_name = SCHEMA_NAME,
+                            table_name = TABLE_NAME, constraint_name = CONSTRAINT_NAME;
+    RAISE NOTICE 'sqlstate %, schema %, table %, constraint %', state, schema_name, table_name, constraint_name;
+END $$;
+BEGIN;
+SET CONSTRAINTS "Learning Platform"."Enrollment_UserId_softfk_ins" IMMEDIATE;
+INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (42);
+ROLLBACK;
+
 -- A parent saved earlier in the same transaction counts (Django saves the user, then
 -- enrolls it); with a deferred check, so does one saved after the child.
 BEGIN;
