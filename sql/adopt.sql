@@ -168,11 +168,11 @@ AS 'MODULE_PATHNAME', 'remember_foreign_key_wrapper';
 COMMENT ON FUNCTION softfk.remember_foreign_key(regclass, name) IS
 'softfk_adopt: keep the name and options of the foreign key it is about to drop (the caller owns the child).';
 
-CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name) RETURNS text
+CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name, on_delete text) RETURNS text
 STABLE LANGUAGE c SET search_path = pg_catalog, pg_temp
 AS 'MODULE_PATHNAME', 'foreign_key_clause_wrapper';
-COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name) IS
-'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was).';
+COMMENT ON FUNCTION softfk.foreign_key_clause(regclass, name, text) IS
+'softfk_revert: the [CONSTRAINT name] FOREIGN KEY ... clause equivalent to the soft reference on child.child_column (as adopted, if it was), with ON DELETE on_delete unless it is NULL.';
 
 CREATE FUNCTION softfk.lock_for_adopt(child regclass, parent regclass) RETURNS void
 VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp AS 'MODULE_PATHNAME', 'lock_for_adopt_wrapper';
@@ -348,7 +348,7 @@ END $$;
 -- scans the child under no lock but ACCESS SHARE; adding the key takes SHARE ROW EXCLUSIVE on
 -- child and parent for a moment and scans nothing. PostgreSQL 15 refuses NOT VALID on a
 -- partitioned table: its leaf partitions get the key instead, under the same name.
-CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name) RETURNS void
+CREATE FUNCTION softfk.revert_prepare(child regclass, child_column name, on_delete text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     leaf regclass;
@@ -358,7 +358,7 @@ BEGIN
         RAISE EXCEPTION '% must not be NULL', CASE WHEN child IS NULL THEN 'child' ELSE 'child_column' END
             USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM softfk.foreign_key_clause(child, child_column);  -- refuses what has no native key
+    PERFORM softfk.foreign_key_clause(child, child_column, on_delete);  -- refuses what has no native key
     IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column)) THEN
         -- Before any lock: the count scans the child. (Orphans written after it fail the
         -- validation in the second step.)
@@ -374,7 +374,7 @@ BEGIN
     -- have changed since, or partitions been added. Take them off and add them afresh.
     PERFORM softfk.drop_unvalidated_keys(child, child_column);
     PERFORM softfk.drop_not_enforced_keys(child, child_column);
-    clause := softfk.foreign_key_clause(child, child_column);  -- (after the drops: the name is free)
+    clause := softfk.foreign_key_clause(child, child_column, on_delete);  -- (after the drops: the name is free)
     FOR leaf IN SELECT t.relid FROM softfk.table_and_partitions(child) t WHERE t.isleaf LOOP
         EXECUTE format('ALTER TABLE %s ADD %s NOT VALID', leaf, clause);
     END LOOP;
@@ -402,11 +402,11 @@ END $$;
 -- softfk_revert, third transaction: a partitioned table gets its key (core attaches the
 -- validated ones of its partitions instead of scanning again), and the soft reference goes.
 -- Both take strong locks, for a moment.
-CREATE FUNCTION softfk.revert_finish(child regclass, child_column name) RETURNS void
+CREATE FUNCTION softfk.revert_finish(child regclass, child_column name, on_delete text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT FROM softfk.foreign_keys_on(child, child_column) k WHERE k.relation = child) THEN
-        EXECUTE format('ALTER TABLE %s ADD %s', child, softfk.foreign_key_clause(child, child_column));
+        EXECUTE format('ALTER TABLE %s ADD %s', child, softfk.foreign_key_clause(child, child_column, on_delete));
     END IF;
     EXECUTE format('SELECT %I.softfk_drop($1, $2)', softfk.api_schema())
        USING child, child_column;
@@ -419,16 +419,18 @@ END $$;
 -- an interruption: it carries on from the foreign key the first transaction added.
 -- (No SET clause: a procedure that commits cannot have one. Everything it names is
 -- schema-qualified, and the steps run with a fixed search_path.)
-CREATE PROCEDURE softfk_revert(child regclass, child_column name)
+CREATE PROCEDURE softfk_revert(child regclass, child_column name, on_delete text DEFAULT NULL)
 LANGUAGE plpgsql AS $$
 DECLARE
     validated boolean;
     message text;
     code text;
     detail text;
+    again text := format('CALL softfk_revert(%L, %L%s)', child::text, child_column,
+                         CASE WHEN on_delete IS NOT NULL THEN format(', on_delete => %L', on_delete) ELSE '' END);
 BEGIN
     PERFORM softfk.revert_outside_transaction_block();
-    PERFORM softfk.revert_prepare(child, child_column);
+    PERFORM softfk.revert_prepare(child, child_column, on_delete);
     COMMIT;
     -- From here on a NOT VALID key is committed: an error (a lock timeout, a cancel) leaves
     -- it, and says so.
@@ -438,7 +440,7 @@ BEGIN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
         RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
             DETAIL = concat_ws(' ', nullif(detail, ''), 'The foreign key added NOT VALID by the first step stays, with the soft reference.'),
-            HINT = format('CALL softfk_revert(%L, %L) again to finish, or drop the NOT VALID key.', child::text, child_column);
+            HINT = again || ' again to finish, or drop the NOT VALID key.';
     END;
     IF NOT validated THEN
         COMMIT;
@@ -449,13 +451,13 @@ BEGIN
     END IF;
     COMMIT;
     BEGIN
-        PERFORM softfk.revert_finish(child, child_column);
+        PERFORM softfk.revert_finish(child, child_column, on_delete);
     EXCEPTION WHEN OTHERS THEN
         GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, code = RETURNED_SQLSTATE, detail = PG_EXCEPTION_DETAIL;
         RAISE EXCEPTION USING MESSAGE = message, ERRCODE = code,
             DETAIL = concat_ws(' ', nullif(detail, ''), 'The keys validated by the second step stay; the soft reference is still registered.'),
-            HINT = format('CALL softfk_revert(%L, %L) again to finish.', child::text, child_column);
+            HINT = again || ' again to finish.';
     END;
 END $$;
-COMMENT ON PROCEDURE softfk_revert(regclass, name) IS
-'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. Refuses (23503) while the column has orphans; on_delete ''archive'' has no native equivalent (0A000). CALL it outside a transaction block.';
+COMMENT ON PROCEDURE softfk_revert(regclass, name, text) IS
+'Replace the soft reference on child.child_column by a native foreign key (the one softfk_adopt dropped, or the equivalent): added NOT VALID and committed, validated without blocking writes and committed, then the soft reference is dropped. on_delete (cascade | set null | no action | restrict) gives the key''s ON DELETE; NULL keeps the reference''s own (''archive'' has no native equivalent: 0A000). Refuses (23503) while the column has orphans, leaving the soft reference as it was. CALL it outside a transaction block.';

@@ -96,10 +96,12 @@ COMMENT ON FUNCTION softfk_purge() IS
 -- EXECUTE to, may.
 REVOKE EXECUTE ON FUNCTION softfk_purge() FROM PUBLIC;
 
-CREATE FUNCTION softfk_restore(parent regclass, key text)
+-- The key in any type (an integer from a driver that sends typed parameters, a uuid; a
+-- quoted literal is text): archived keys are kept in their text form.
+CREATE FUNCTION softfk_restore(parent regclass, key anycompatible)
 RETURNS bigint VOLATILE LANGUAGE c SET search_path = pg_catalog, pg_temp
-AS 'MODULE_PATHNAME', 'softfk_restore_wrapper';
-COMMENT ON FUNCTION softfk_restore(regclass, text) IS
+AS 'MODULE_PATHNAME', 'softfk_restore_key';
+COMMENT ON FUNCTION softfk_restore(regclass, anycompatible) IS
 'Put back the child rows archived (on_delete ''archive'') after parent key "key" of "parent" was deleted; returns how many. Re-create the parent row first.';
 
 -- security_barrier: a caller's own function in a WHERE clause cannot see the rows the
@@ -120,7 +122,10 @@ SELECT r.child_table  AS child,
        coalesce(t.rows_archived, 0)       AS rows_archived,
        t.last_run_at,
        t.last_error,
-       t.last_error_at
+       t.last_error_at,
+       -- Who purges this database now, and since when (the same on every row).
+       w.state AS purge_worker,
+       w.since AS purge_worker_since
   FROM softfk.reference r
   JOIN pg_catalog.pg_class c ON c.oid = r.child_table
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
@@ -133,10 +138,11 @@ SELECT r.child_table  AS child,
           FROM softfk.deletion d
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
+ CROSS JOIN softfk.purge_worker() w
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
-COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age) and what it has done (rows deleted, nulled, archived; last run; last error).';
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), and who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected).';
 GRANT SELECT ON softfk_status TO PUBLIC;
 
 -- security_barrier: a caller's own function in a WHERE clause cannot see the rows the

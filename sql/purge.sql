@@ -69,6 +69,19 @@ COMMENT ON TABLE softfk.archived_row IS 'Child rows archived by pg_softfk after 
 SELECT pg_catalog.pg_extension_config_dump('softfk.archived_row', '');
 SELECT pg_catalog.pg_extension_config_dump('softfk.archived_row_id_seq', '');
 
+-- The archive is never lost silently: DROP EXTENSION pg_softfk (and DROP SCHEMA softfk) is
+-- refused while it holds rows (src/purge/archive.rs).
+CREATE FUNCTION softfk.keep_archive() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_keep_archive';
+CREATE EVENT TRIGGER softfk_keep_archive ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
+    EXECUTE FUNCTION softfk.keep_archive();
+
+-- Who purges this database now (src/worker/): a connected worker, one waiting for a place in
+-- the pool (pg_softfk.max_purge_workers) or for a background worker slot, or none needed.
+CREATE FUNCTION softfk.purge_worker(OUT state text, OUT since timestamptz)
+RETURNS SETOF record STABLE LANGUAGE c AS 'MODULE_PATHNAME', 'purge_worker_wrapper';
+
 -- Per reference: what the purge has done in total, and its last error.
 CREATE TABLE softfk.purge_total (
     reference_id  bigint      PRIMARY KEY REFERENCES softfk.reference (id) ON DELETE CASCADE,

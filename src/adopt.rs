@@ -11,7 +11,7 @@ use std::ffi::CStr;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
-use crate::catalog::reference::{self, OnDelete};
+use crate::catalog::reference::{self, OnDelete, Word as _};
 use crate::catalog::table;
 use crate::postgres::error::{error, required};
 use crate::postgres::quote;
@@ -45,28 +45,50 @@ fn remember_foreign_key(child: Option<pg_sys::Oid>, constraint_name: Option<&CSt
     .expect("writing softfk.adopted_foreign_key");
 }
 
-/// SQL: softfk.foreign_key_clause(child regclass, child_column name) RETURNS text
+/// SQL: softfk.foreign_key_clause(child regclass, child_column name, on_delete text)
+///   RETURNS text
 /// The `[CONSTRAINT name] FOREIGN KEY ... REFERENCES ...` clause that puts back a native
 /// foreign key for the soft reference on child.child_column, for ALTER TABLE ... ADD. An
 /// adopted key comes back as it was (name, ON UPDATE, MATCH FULL, DEFERRABLE), and with its
 /// ON DELETE unless softfk_alter changed the action since; the name is left to PostgreSQL
 /// when another constraint of the table has taken it meanwhile. (softfk_revert uses the same
 /// clause on a partitioned child's partitions, so they get the same name, as core's clones
-/// do.) 'archive' has no native equivalent: refused.
+/// do.) `on_delete`, when not NULL, is the key's ON DELETE instead: 'cascade', 'set null',
+/// 'no action' or 'restrict'. 'archive' has no native equivalent: refused.
 #[pg_extern(sql = false)]
-fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -> String {
+fn foreign_key_clause(
+    child: Option<pg_sys::Oid>,
+    child_column: Option<&CStr>,
+    on_delete: Option<&str>,
+) -> String {
     let child = required(child, "child");
     let child_column = required(child_column, "child_column").to_string_lossy();
     let reference = reference::load_child(child, &child_column);
-    let on_delete = reference.on_delete.foreign_key_action().unwrap_or_else(|| {
+    let wanted = match on_delete {
+        None => reference.on_delete,
+        // RESTRICT: NO ACTION checked at once rather than at the end of the statement.
+        Some(word) if word.trim().eq_ignore_ascii_case("restrict") => OnDelete::NoAction,
+        Some(word) => OnDelete::parse(word).unwrap_or_else(|| {
+            error(
+                ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("invalid value for on_delete: \"{word}\""),
+            )
+            .hint("A native foreign key's ON DELETE is one of: cascade, set null, no action, restrict.")
+            .raise()
+        }),
+    };
+    let restrict = on_delete.is_some_and(|w| w.trim().eq_ignore_ascii_case("restrict"));
+    let on_delete_given = on_delete.is_some();
+    let on_delete = wanted.foreign_key_action().unwrap_or_else(|| {
         error(
             ERRCODE_FEATURE_NOT_SUPPORTED,
-            format!("on_delete '{}' has no native foreign key equivalent", reference.on_delete.as_str()),
+            format!("on_delete '{}' has no native foreign key equivalent", wanted.as_str()),
         )
         .detail("A foreign key cannot keep the rows it deletes.")
-        .hint("softfk_alter(child, column, on_delete => 'cascade') first if a native ON DELETE CASCADE will do.")
+        .hint("CALL softfk_revert(child, column, on_delete => 'cascade'), or another native action: 'set null', 'no action', 'restrict'.")
         .raise()
     });
+    let on_delete = if restrict { "RESTRICT" } else { on_delete };
     let adopted = as_extension_owner(|| {
         Spi::connect(|client| {
             let rows = client
@@ -103,9 +125,10 @@ fn foreign_key_clause(child: Option<pg_sys::Oid>, child_column: Option<&CStr>) -
                     quote::identifier(&adopted.constraint_name)
                 );
             }
-            // RESTRICT was adopted as 'no action': it comes back as RESTRICT.
+            // RESTRICT was adopted as 'no action': it comes back as RESTRICT (unless the
+            // caller said otherwise).
             let on_delete = match (adopted.on_delete.as_str(), on_delete) {
-                ("restrict", "NO ACTION") => "RESTRICT",
+                ("restrict", "NO ACTION") if !on_delete_given => "RESTRICT",
                 _ => on_delete,
             };
             if adopted.match_full {

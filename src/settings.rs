@@ -43,6 +43,10 @@ pub static PURGE_WORKER: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// `pg_softfk.sweep_interval`, in seconds; 0 is off.
 pub static SWEEP_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// `pg_softfk.max_purge_workers`: purge workers running at once, across all databases.
+pub static MAX_PURGE_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+/// `pg_softfk.worker_idle_timeout`, in milliseconds.
+pub static WORKER_IDLE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(2000);
 
 // Following a key column's type change (src/key_type.rs).
 
@@ -148,6 +152,30 @@ pub fn define() {
         &PURGE_WORKER,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.max_purge_workers",
+        c"How many purge workers may run at once, across all databases.",
+        c"Each takes a background worker slot (max_worker_processes, shared with parallel \
+          query and logical replication). Databases with work beyond them wait their turn; \
+          a worker that has served one database for 5 s makes room for one that waits.",
+        &MAX_PURGE_WORKERS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.worker_idle_timeout",
+        c"How long a purge worker stays in a database with nothing to purge before it leaves.",
+        c"A worker holds a database only while it has work: once it leaves, DROP DATABASE and \
+          CREATE DATABASE ... TEMPLATE of it need not wait, and the next deleting commit \
+          starts a worker again (a few milliseconds).",
+        &WORKER_IDLE_TIMEOUT,
+        0,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"pg_softfk.naptime",

@@ -1,10 +1,14 @@
 //! `softfk_purge()` and `softfk_restore()`: the purge, run by hand, and undone for one key.
 
+use std::ffi::CStr;
+
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::postgres::error::{error, required};
+use crate::postgres::fmgr::function_info_v1;
 use crate::purge::{self, Mode};
+use crate::worker;
 
 /// SQL: softfk_purge() RETURNS TABLE (child regclass, child_column text, parent regclass,
 ///   on_delete text, rows bigint)
@@ -38,7 +42,8 @@ fn softfk_purge() -> TableIterator<
         .hint("Run it on the publisher; or, where the softfk tables are not replicated, SET pg_softfk.purge_on_subscriber = on.")
         .raise();
     }
-    let report = purge::run(Mode::Function).expect("softfk_purge() waits for the run lock");
+    let report =
+        purge::run(Mode::Function, &|| false).expect("softfk_purge() waits for the run lock");
     let rows: Vec<_> = report
         .rows
         .into_values()
@@ -56,17 +61,70 @@ fn softfk_purge() -> TableIterator<
     TableIterator::new(rows)
 }
 
-/// SQL: softfk_restore(parent regclass, key text) RETURNS bigint
+function_info_v1!(pg_finfo_softfk_restore_key);
+
+/// SQL: softfk_restore(parent regclass, key anycompatible) RETURNS bigint
 /// Put back every child row archived after parent key `key` was deleted (re-create the parent
 /// first: validated references check the restored rows). The rows are inserted with the
 /// caller's rights; they leave the archive in the same transaction.
+///
+/// The key comes in any type (an integer from a driver that sends typed parameters, a uuid; a
+/// quoted literal is text): archived keys are kept in their text form, which the type's output
+/// function gives.
 ///
 /// A row is put back as it was archived, into the child as it is now: its columns by name,
 /// generated columns computed afresh, columns added since the archiving given their defaults.
 /// A row with a value for a column the child no longer has (dropped or renamed since) is
 /// refused, with nothing restored and nothing taken out of the archive: no value is dropped
 /// silently.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager, with its `fcinfo`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn softfk_restore_key(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: two arguments, as declared; the key's type is the call's resolved argument type,
+    // whose output function reads the datum.
+    let (parent, key) = unsafe {
+        let args = (*fcinfo).args.as_slice(2);
+        let parent = (!args[0].isnull)
+            .then(|| pg_sys::Oid::from_datum(args[0].value, false))
+            .flatten();
+        let key = (!args[1].isnull).then(|| {
+            let key_type = pg_sys::get_fn_expr_argtype((*fcinfo).flinfo, 1);
+            let mut output = pg_sys::InvalidOid;
+            let mut varlena = false;
+            pg_sys::getTypeOutputInfo(key_type, &mut output, &mut varlena);
+            CStr::from_ptr(pg_sys::OidOutputFunctionCall(output, args[1].value))
+                .to_string_lossy()
+                .into_owned()
+        });
+        (parent, key)
+    };
+    let restored = purge::archive::restore(required(parent, "parent"), &required(key, "key"));
+    pg_sys::Datum::from(restored)
+}
+
+/// softfk_restore(parent regclass, key text) of versions 0.1.0 to 0.3.0, which a database
+/// runs until `ALTER EXTENSION pg_softfk UPDATE`.
 #[pg_extern(sql = false)]
 fn softfk_restore(parent: Option<pg_sys::Oid>, key: Option<&str>) -> i64 {
     purge::archive::restore(required(parent, "parent"), required(key, "key"))
+}
+
+/// SQL: softfk.purge_worker() RETURNS TABLE (state text, since timestamptz)
+/// Who purges this database: a connected worker, one waiting for a place, none needed.
+#[pg_extern(sql = false)]
+fn purge_worker() -> TableIterator<
+    'static,
+    (
+        name!(state, &'static str),
+        name!(since, Option<TimestampWithTimeZone>),
+    ),
+> {
+    let (service, since) = worker::service();
+    let since = since.and_then(|at| TimestampWithTimeZone::try_from(at).ok());
+    TableIterator::once((service.as_str(), since))
 }

@@ -1,12 +1,66 @@
 //! on_delete 'archive': the rows a purge statement deleted go to `softfk.archived_row`, and
-//! `softfk_restore` puts them back.
+//! `softfk_restore` puts them back. The archive is never lost silently: `DROP EXTENSION
+//! pg_softfk` (which would drop the table with it) is refused while it holds rows.
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use crate::catalog::reference::Reference;
 use crate::postgres::error::error;
+use crate::postgres::event_trigger::{list_names, parse_tree};
+use crate::postgres::fmgr::function_info_v1;
 use crate::postgres::roles::as_extension_owner;
+use crate::postgres::spi::read_one;
+
+function_info_v1!(pg_finfo_softfk_keep_archive);
+
+/// SQL: softfk.keep_archive() RETURNS event_trigger, on `ddl_command_start` of
+/// `DROP EXTENSION` and `DROP SCHEMA`.
+///
+/// Refuses (2BP01) to drop pg_softfk, or the schema `softfk` with it, while
+/// softfk.archived_row holds rows: they are child rows kept so that they can be put back,
+/// and DROP EXTENSION would delete them with the table. (`DROP SCHEMA <the API's schema>
+/// CASCADE` is not looked at: it drops far more than the archive, and says so.)
+///
+/// # Safety
+/// Called by PostgreSQL's function manager, with its `fcinfo`.
+#[unsafe(no_mangle)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn softfk_keep_archive(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: fcinfo is this call's; a DROP's parse tree is a DropStmt (checked by its tag),
+    // whose objects for extensions and schemas are a List of String nodes.
+    let dropped = unsafe {
+        let tree = parse_tree(fcinfo, "softfk.keep_archive()");
+        if tree.is_null() || (*tree).type_ != pg_sys::NodeTag::T_DropStmt {
+            return pg_sys::Datum::from(0);
+        }
+        let statement = &*(tree as *mut pg_sys::DropStmt);
+        let names = list_names(statement.objects);
+        match statement.removeType {
+            pg_sys::ObjectType::OBJECT_EXTENSION => names.iter().any(|n| n == "pg_softfk"),
+            pg_sys::ObjectType::OBJECT_SCHEMA => names.iter().any(|n| n == "softfk"),
+            _ => false,
+        }
+    };
+    if !dropped {
+        return pg_sys::Datum::from(0);
+    }
+    let archived =
+        as_extension_owner(|| read_one::<i64>("SELECT count(*) FROM softfk.archived_row", &[]))
+            .unwrap_or(0);
+    if archived > 0 {
+        error(
+            PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!("cannot drop extension pg_softfk: its archive holds {archived} child rows"),
+        )
+        .detail("softfk.archived_row keeps the rows on_delete 'archive' took out, for softfk_restore(); dropping the extension would delete them.")
+        .hint("To keep them, copy them out first (CREATE TABLE kept_rows AS TABLE softfk.archived_row); then, or to discard them, TRUNCATE softfk.archived_row and drop the extension again.")
+        .raise();
+    }
+    pg_sys::Datum::from(0)
+}
 
 /// Move rows a purge statement deleted ('archive') into softfk.archived_row.
 pub fn archive(reference: &Reference, archived: &[(String, String)]) {

@@ -137,9 +137,10 @@ impl RunReport {
     }
 }
 
-/// Run the purge until no queue row is ready. `None` when another run holds the database
-/// (only the worker gives way; softfk_purge() waits for it).
-pub fn run(mode: Mode) -> Option<RunReport> {
+/// Run the purge until no queue row is ready, or until `stop` says so between two batches
+/// (the worker is asked to make room for another database). `None` when another run holds
+/// the database (only the worker gives way; softfk_purge() waits for it).
+pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
     if !in_transaction(mode, run_lock::begin_run(mode)).unwrap_or_else(|e| e.rethrow()) {
         return None;
     }
@@ -167,6 +168,9 @@ pub fn run(mode: Mode) -> Option<RunReport> {
     loop {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
+        }
+        if stop() {
+            break;
         }
         let outcome = in_transaction(mode, || {
             batch::run(

@@ -1,19 +1,20 @@
-//! A purge worker: one per database with the extension. It runs the purge until no work is
-//! ready, sleeps on its latch for `pg_softfk.naptime`, and again.
+//! A purge worker: serves one database while it has work. It runs the purge until no work
+//! is ready, sleeps on its latch for `pg_softfk.naptime`, and again; it leaves the database
+//! once the queue is empty and nothing has come for `pg_softfk.worker_idle_timeout`, or
+//! when the launcher asks it to make room for a database that waits.
 
 use std::time::{Duration, Instant};
 
 use pgrx::prelude::*;
 
-use super::shared::{leave_slot, mark_no_extension, Slot, State, SHARED};
+use super::shared::{self, State};
 use super::{check_signals, handle_signals, naptime, sleep};
 use crate::postgres::guc::{set_for_session, SAFE_SEARCH_PATH};
-use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
 use crate::postgres::spi::read_one;
 use crate::postgres::transaction::{in_transaction, Scope};
 use crate::purge;
-use crate::settings::{PURGE_WORKER, SWEEP_INTERVAL};
+use crate::settings::{PURGE_WORKER, SWEEP_INTERVAL, WORKER_IDLE_TIMEOUT};
 
 #[pg_guard]
 #[no_mangle]
@@ -25,7 +26,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     unsafe {
         // Registered before connecting: a worker that fails to connect (its database is being
         // dropped) gives its slot back too.
-        pg_sys::before_shmem_exit(Some(leave_slot), pg_sys::Datum::from(database));
+        pg_sys::before_shmem_exit(Some(shared::leave_slot), pg_sys::Datum::from(database));
         pg_sys::BackgroundWorkerInitializeConnectionByOid(
             pg_sys::Oid::from(database),
             pg_sys::InvalidOid,
@@ -46,52 +47,86 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     ] {
         set_for_session(name, value);
     }
-    {
-        let mut shared = SHARED.exclusive();
-        let procno = process::procno();
-        match shared.slot_of(database) {
-            Some(slot) => {
-                *slot = Slot {
-                    database,
-                    state: State::Running,
-                    procno,
-                }
-            }
-            None => return, // the launcher gave up on it meanwhile
-        }
-    }
-    let mut last_sweep = Instant::now();
+    // None: held off meanwhile (a DROP DATABASE is on its way).
+    let Some(first_look) = shared::connected(database) else {
+        return;
+    };
+    // A first look leaves at once when it finds nothing to do.
+    let mut only_looking = first_look;
+    let mut last_work = Instant::now();
     let mut idle_as_replica = false;
     loop {
         check_signals();
+        shared::forget_wakeup(database);
         if !extension_exists() {
-            mark_no_extension(database);
+            shared::leave(database, State::NoExtension);
             return;
         }
         // A logical replication subscriber gets the publisher's purge as replicated changes
         // (the softfk tables are published with FOR ALL TABLES); it purges nothing itself.
-        let replica = PURGE_WORKER.get() && in_worker_transaction(purge::replica_of_a_publisher);
+        let replica = in_worker_transaction(purge::replica_of_a_publisher);
         if replica != idle_as_replica {
             idle_as_replica = replica;
             if replica {
                 log!("pg_softfk: the purge worker of this database stays idle: softfk.deletion is replicated from a publisher, whose purge arrives here");
             }
         }
-        if PURGE_WORKER.get() && !replica {
+        if !PURGE_WORKER.get() {
+            // Turned off: leave, and say whether the queue holds keys, so that the launcher
+            // starts a worker for them once it is turned on again.
+            let waiting = !replica && in_worker_transaction(queue_holds_keys);
+            shared::leave(database, if waiting { State::Waiting } else { State::Idle });
+            return;
+        }
+        let mut work_left = false;
+        if !replica {
             activity(c"purging");
             // (A queue row that keeps failing waits on its own backoff, src/purge/backoff.rs: it
             // neither fills the run log at every naptime nor slows the rest of the queue.)
-            if purge::run(purge::Mode::Worker).is_some() {
+            let make_room = || shared::asked_to_make_room(database);
+            if purge::run(purge::Mode::Worker, &make_room).is_some() {
                 purge::end_worker_run();
             }
-            let interval = SWEEP_INTERVAL.get();
-            if interval > 0 && last_sweep.elapsed() >= Duration::from_secs(interval as u64) {
-                last_sweep = Instant::now();
+            if shared::sweep_due(database, SWEEP_INTERVAL.get() as i64) {
                 queue_sweep();
             }
+            // Keys waiting for their final pass, or for a backoff: the worker stays for them.
+            work_left = in_worker_transaction(queue_holds_keys);
             activity(c"");
         }
-        sleep(naptime());
+        if work_left {
+            last_work = Instant::now();
+            only_looking = false;
+        }
+        let idle_timeout = if only_looking {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(WORKER_IDLE_TIMEOUT.get() as u64)
+        };
+        if shared::asked_to_make_room(database) {
+            shared::leave(
+                database,
+                if work_left {
+                    State::Waiting
+                } else {
+                    State::Idle
+                },
+            );
+            return;
+        }
+        // Nothing to do: leave after the idle timeout, or at once when a database waits.
+        let idle_for = last_work.elapsed();
+        if !work_left && (idle_for >= idle_timeout || shared::others_wait()) {
+            shared::leave(database, State::Idle);
+            return;
+        }
+        sleep(
+            naptime().min(
+                idle_timeout
+                    .saturating_sub(idle_for)
+                    .max(Duration::from_millis(10)),
+            ),
+        );
     }
 }
 
@@ -106,6 +141,12 @@ fn activity(what: &std::ffi::CStr) {
         };
         pg_sys::pgstat_report_activity(state, what.as_ptr());
     }
+}
+
+/// Whether the queue holds anything, ready or not.
+fn queue_holds_keys() -> bool {
+    as_extension_owner(|| read_one::<bool>("SELECT EXISTS (SELECT FROM softfk.deletion)", &[]))
+        .unwrap_or(false)
 }
 
 fn extension_exists() -> bool {

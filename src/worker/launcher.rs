@@ -1,14 +1,21 @@
-//! The launcher: one per cluster, connected to no database. It starts a purge worker for
-//! each database that accepts connections and has none yet, then sleeps on its latch.
+//! The launcher: one per cluster, connected to no database. It keeps at most
+//! `pg_softfk.max_purge_workers` purge workers running, for the databases that want one, the
+//! longest-waiting first; when databases wait and the pool is full, it asks workers that have
+//! served their database for a while to make room.
 
 use std::time::Duration;
 
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
 
-use super::shared::{release_slot, Slot, State, SHARED};
+use super::shared::{self, now, set_latch, Slot, State, SHARED};
 use super::{handle_signals, naptime, sleep};
 use crate::postgres::process;
+use crate::settings::{MAX_PURGE_WORKERS, PURGE_WORKER};
+
+/// How long a worker serves one database, at least, before it is asked to make room for
+/// another that waits.
+const FAIR_SHARE: Duration = Duration::from_secs(5);
 
 #[pg_guard]
 #[no_mangle]
@@ -21,39 +28,94 @@ pub extern "C-unwind" fn softfk_launcher_main(_arg: pg_sys::Datum) {
     SHARED.exclusive().launcher_procno = process::procno();
     loop {
         let databases = databases();
-        let to_start: Vec<u32> = {
-            let mut shared = SHARED.exclusive();
-            // Forget databases that were dropped (a worker still running there gives its slot
-            // back when it exits).
-            for slot in shared.slots.iter_mut() {
-                if slot.state == State::NoExtension && !databases.contains(&slot.database) {
-                    *slot = Slot::default();
-                }
-            }
-            let mut starting = Vec::new();
-            for &database in &databases {
-                if shared.slot_of(database).is_some() {
-                    continue;
-                }
-                if let Some(slot) = shared.slots.iter_mut().find(|s| s.state == State::Free) {
-                    *slot = Slot {
-                        database,
-                        state: State::Starting,
-                        procno: -1,
-                    };
-                    starting.push(database);
-                }
-            }
-            starting
-        };
-        for database in to_start {
-            start_worker(database);
+        let (to_start, to_wake) = plan(&databases);
+        for (database, first_look) in to_start {
+            start_worker(database, first_look);
         }
-        sleep(naptime().max(Duration::from_secs(1)));
+        for procno in to_wake {
+            set_latch(procno);
+        }
+        sleep(naptime().min(Duration::from_secs(1)));
     }
 }
 
-fn start_worker(database: u32) {
+/// One round: bring the slots up to date with the databases there are, and choose the
+/// workers to start (database, first look) and the ones to ask to make room.
+fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
+    let now = now();
+    let mut shared = SHARED.exclusive();
+    for slot in shared.slots.iter_mut() {
+        match slot.state {
+            // Dropped, or no longer joinable (a template now, or closed to connections).
+            State::Idle | State::Waiting | State::NoExtension
+                if !databases.contains(&slot.database) =>
+            {
+                *slot = Slot::default()
+            }
+            State::Idle if slot.next_sweep_at > 0 && slot.next_sweep_at <= now => {
+                slot.want_worker(now)
+            }
+            _ => {}
+        }
+    }
+    // A database not seen before gets a first look: does it have the extension, and work?
+    for &database in databases {
+        if shared.slot_of(database).is_none() {
+            if let Some(slot) = shared.slot_for(database) {
+                slot.enter(State::Waiting, now);
+                slot.first_look = true;
+            }
+        }
+    }
+    if !PURGE_WORKER.get() {
+        return (Vec::new(), Vec::new());
+    }
+    let busy = shared
+        .slots
+        .iter()
+        .filter(|s| matches!(s.state, State::Starting | State::Connected))
+        .count();
+    let mut room = (MAX_PURGE_WORKERS.get().max(1) as usize).saturating_sub(busy);
+    let mut waiting: Vec<usize> = (0..shared.slots.len())
+        .filter(|&i| {
+            let s = &shared.slots[i];
+            s.state == State::Waiting && s.held_off_until <= now
+        })
+        .collect();
+    waiting.sort_by_key(|&i| shared.slots[i].since);
+    let mut to_start = Vec::new();
+    let mut still_waiting = 0;
+    for i in waiting {
+        if room == 0 {
+            still_waiting += 1;
+            continue;
+        }
+        room -= 1;
+        let slot = &mut shared.slots[i];
+        slot.enter(State::Starting, now);
+        to_start.push((slot.database, slot.first_look));
+    }
+    // Make room, the longest-serving first, one worker per database that waits.
+    let mut to_wake = Vec::new();
+    if still_waiting > 0 {
+        let mut serving: Vec<usize> = (0..shared.slots.len())
+            .filter(|&i| {
+                let s = &shared.slots[i];
+                s.state == State::Connected
+                    && !s.make_room
+                    && now - s.since >= FAIR_SHARE.as_micros() as i64
+            })
+            .collect();
+        serving.sort_by_key(|&i| shared.slots[i].since);
+        for i in serving.into_iter().take(still_waiting) {
+            shared.slots[i].make_room = true;
+            to_wake.push(shared.slots[i].procno);
+        }
+    }
+    (to_start, to_wake)
+}
+
+fn start_worker(database: u32, first_look: bool) {
     let started = BackgroundWorkerBuilder::new(&format!("pg_softfk purge {database}"))
         .set_type("pg_softfk purge")
         .set_library("pg_softfk")
@@ -63,11 +125,14 @@ fn start_worker(database: u32) {
         .set_notify_pid(process::pid())
         .load_dynamic();
     if started.is_err() {
-        // No free background worker slot (max_worker_processes): try again next round.
-        release_slot(database);
-        pgrx::warning!(
-            "pg_softfk: could not start the purge worker for database {database}: no free background worker slot"
-        );
+        // No free background worker slot (max_worker_processes): the database waits, and
+        // softfk_status says why.
+        shared::start_failed(database);
+        if !first_look {
+            pgrx::warning!(
+                "pg_softfk: could not start the purge worker for database {database}: no free background worker slot"
+            );
+        }
     }
 }
 

@@ -1,5 +1,15 @@
-//! The workers' shared memory: one slot per database, saying who serves it (to wake it) or
-//! that it has no extension; and the launcher's PGPROC number.
+//! The workers' shared memory: one slot per database the launcher knows, saying whether a
+//! purge worker serves it, one is wanted, or none is needed; and the launcher's PGPROC number.
+//!
+//! A database moves through the states like this:
+//!
+//! ```text
+//!   (new database) --> Waiting --launcher--> Starting --worker connects--> Connected
+//!   Connected --nothing to do for pg_softfk.worker_idle_timeout--> Idle
+//!   Connected --asked to make room, work left--> Waiting
+//!   Idle --deleting commit, sweep due--> Waiting
+//!   Connected --no extension there--> NoExtension --CREATE EXTENSION--> Waiting
+//! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -8,19 +18,24 @@ use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::postgres::process;
 
-/// Databases the launcher keeps track of: those served (each needs a background worker slot:
-/// max_worker_processes) and those found without the extension.
+/// Databases the launcher keeps track of.
 pub const MAX_DATABASES: usize = 1024;
 
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum State {
     #[default]
     Free,
-    /// A worker was started for the database and has not reported yet.
+    /// Known to have the extension; no worker is connected, none is needed until a deleting
+    /// commit, or until `next_sweep_at`.
+    Idle,
+    /// A worker is wanted (work is due, or the database has not been looked at yet); the
+    /// launcher starts one as soon as the pool has room, the longest-waiting first.
+    Waiting,
+    /// A worker was started for the database and has not connected yet.
     Starting,
-    /// A worker serves the database; `procno` is its PGPROC.
-    Running,
+    /// A worker is connected; `procno` and `pid` are its.
+    Connected,
     /// The database has no pg_softfk; nobody serves it until CREATE EXTENSION.
     NoExtension,
 }
@@ -30,6 +45,23 @@ pub struct Slot {
     pub database: u32,
     pub state: State,
     pub procno: i32,
+    pub pid: i32,
+    /// When the slot entered its state (timestamptz microseconds).
+    pub since: i64,
+    /// Started only to see whether the database has the extension and work: its worker
+    /// leaves at once when there is nothing to do.
+    pub first_look: bool,
+    /// The launcher asks the worker to make room for a database that waits.
+    pub make_room: bool,
+    /// A deleting commit woke the connected worker since it last looked at the queue.
+    pub woken: bool,
+    /// The last start failed: no free background worker slot (max_worker_processes).
+    pub no_background_worker_slot: bool,
+    /// When the next sweep is due (0: none).
+    pub next_sweep_at: i64,
+    /// Not to be joined before then: a DROP DATABASE, CREATE DATABASE ... TEMPLATE or
+    /// ALTER DATABASE needs it without connections (src/worker/give_way.rs).
+    pub held_off_until: i64,
 }
 
 #[derive(Clone, Copy)]
@@ -54,10 +86,50 @@ impl Shared {
             .iter_mut()
             .find(|s| s.state != State::Free && s.database == database)
     }
+
+    /// The slot of `database`, taking a free one if it has none (None: every slot is taken).
+    pub fn slot_for(&mut self, database: u32) -> Option<&mut Slot> {
+        let index = self
+            .slots
+            .iter()
+            .position(|s| s.state != State::Free && s.database == database)
+            .or_else(|| self.slots.iter().position(|s| s.state == State::Free))?;
+        let slot = &mut self.slots[index];
+        if slot.state == State::Free {
+            *slot = Slot {
+                database,
+                state: State::Idle,
+                ..Slot::default()
+            };
+        }
+        Some(slot)
+    }
 }
 
-// SAFETY: plain data (integers and a fieldless enum), no pointers: valid in any process
-// that maps the segment.
+impl Slot {
+    /// Enter `state` now.
+    pub fn enter(&mut self, state: State, now: i64) {
+        self.state = state;
+        self.since = now;
+        if state != State::Connected {
+            self.procno = -1;
+            self.pid = 0;
+            self.make_room = false;
+        }
+    }
+
+    /// A worker is wanted: Idle or NoExtension become Waiting (the others already have or
+    /// want one).
+    pub fn want_worker(&mut self, now: i64) {
+        if matches!(self.state, State::Idle | State::NoExtension) {
+            self.enter(State::Waiting, now);
+            self.first_look = false;
+        }
+    }
+}
+
+// SAFETY: plain data (integers, booleans and a fieldless enum), no pointers: valid in any
+// process that maps the segment.
 unsafe impl PGRXSharedMemory for Shared {}
 
 // SAFETY: initialized once by pg_shmem_init! in init(), in the postmaster, before any
@@ -80,8 +152,12 @@ pub fn is_loaded() -> bool {
     LOADED_AT_STARTUP.load(Ordering::Relaxed)
 }
 
-/// Wake whoever serves this database: its worker, or the launcher to start one (after CREATE
-/// EXTENSION, the database is no longer marked as having none).
+pub fn now() -> i64 {
+    // SAFETY: reads the clock.
+    unsafe { pg_sys::GetCurrentTimestamp() }
+}
+
+/// Wake whoever serves this database: its worker, or the launcher to start one.
 pub fn wake_database() {
     if !is_loaded() {
         return;
@@ -90,13 +166,15 @@ pub fn wake_database() {
     let procno = {
         let mut shared = SHARED.exclusive();
         let launcher = shared.launcher_procno;
-        match shared.slot_of(database) {
-            Some(slot) if slot.state == State::Running => slot.procno,
-            Some(slot) if slot.state == State::NoExtension => {
-                *slot = Slot::default();
+        match shared.slot_for(database) {
+            Some(slot) if slot.state == State::Connected => {
+                slot.woken = true;
+                slot.procno
+            }
+            Some(slot) => {
+                slot.want_worker(now());
                 launcher
             }
-            Some(_) => -1, // starting: it will look at the queue first thing
             None => launcher,
         }
     };
@@ -114,36 +192,118 @@ pub fn set_latch(procno: i32) {
     }
 }
 
-pub fn release_slot(database: u32) {
+/// The worker started for `database` has connected: whether it came for a first look.
+/// None when the database is not waiting for it any more (held off meanwhile).
+pub fn connected(database: u32) -> Option<bool> {
+    let mut shared = SHARED.exclusive();
+    let slot = shared.slot_of(database)?;
+    if slot.state != State::Starting || slot.held_off_until > now() {
+        return None;
+    }
+    slot.enter(State::Connected, now());
+    slot.procno = process::procno();
+    slot.pid = process::pid();
+    slot.no_background_worker_slot = false;
+    Some(slot.first_look)
+}
+
+/// The worker is about to look at the queue: wake-ups until now are taken care of.
+pub fn forget_wakeup(database: u32) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_of(database) {
-        *slot = Slot::default();
+        slot.woken = false;
     }
 }
 
-pub fn mark_no_extension(database: u32) {
+/// The worker leaves `database`: Waiting when work is left (it made room for another),
+/// Idle otherwise; NoExtension when the extension is not there. A deleting commit that woke
+/// it after its last look at the queue makes it Waiting: its keys are not left behind.
+pub fn leave(database: u32, next: State) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_of(database) {
-        *slot = Slot {
-            database,
-            state: State::NoExtension,
-            procno: -1,
-        };
+        if slot.state == State::Connected && slot.procno == process::procno() {
+            let next = if next == State::Idle && slot.woken {
+                State::Waiting
+            } else {
+                next
+            };
+            slot.enter(next, now());
+            slot.first_look = false;
+            slot.woken = false;
+        }
     }
 }
 
-/// On exit (normal or FATAL, also before it ever connected), a worker gives its slot back so
-/// that the launcher starts a new one; a database marked as having no extension stays marked.
+/// Whether a database waits for a worker (and may have one now).
+pub fn others_wait() -> bool {
+    let now = now();
+    let shared = SHARED.share();
+    shared
+        .slots
+        .iter()
+        .any(|s| s.state == State::Waiting && s.held_off_until <= now)
+}
+
+/// Whether the launcher asked this worker to make room for a database that waits.
+pub fn asked_to_make_room(database: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    shared.slot_of(database).is_some_and(|s| s.make_room)
+}
+
+/// The sweep of `database`, if one is due now (`interval` seconds, 0: none). The first
+/// falls one interval after the database was first served.
+pub fn sweep_due(database: u32, interval: i64) -> bool {
+    let mut shared = SHARED.exclusive();
+    let Some(slot) = shared.slot_of(database) else {
+        return false;
+    };
+    let now = now();
+    if interval <= 0 {
+        slot.next_sweep_at = 0;
+        return false;
+    }
+    if slot.next_sweep_at == 0 {
+        slot.next_sweep_at = now + interval * 1_000_000;
+    }
+    if slot.next_sweep_at > now {
+        return false;
+    }
+    slot.next_sweep_at = now + interval * 1_000_000;
+    true
+}
+
+/// A start failed: the database waits again, and says why.
+pub fn start_failed(database: u32) {
+    let mut shared = SHARED.exclusive();
+    if let Some(slot) = shared.slot_of(database) {
+        if slot.state == State::Starting {
+            slot.state = State::Waiting;
+            slot.no_background_worker_slot = true;
+        }
+    }
+}
+
+/// What the slot of this database says, for softfk_status.
+pub fn slot_of_this_database() -> Option<Slot> {
+    let database = process::database_id().to_u32();
+    let mut shared = SHARED.exclusive();
+    shared.slot_of(database).copied()
+}
+
+/// On exit (normal or FATAL, also before it ever connected), a worker that did not leave
+/// its slot in order (a crash, SIGTERM, an error) leaves it wanting a worker, so that the
+/// launcher starts a new one.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn leave_slot(_code: i32, arg: pg_sys::Datum) {
     let database = arg.value() as u32;
     let mut shared = SHARED.exclusive();
     let me = process::procno();
-    if let Some(slot) = shared.slots.iter_mut().find(|s| {
-        s.database == database
-            && (s.state == State::Starting || s.state == State::Running && s.procno == me)
-    }) {
-        *slot = Slot::default();
+    if let Some(slot) = shared.slot_of(database) {
+        match slot.state {
+            State::Connected if slot.procno == me => slot.enter(State::Waiting, now()),
+            State::Starting => slot.enter(State::Waiting, now()),
+            _ => {}
+        }
     }
     let launcher = shared.launcher_procno;
     drop(shared);

@@ -21,6 +21,8 @@ $node->init;
 $node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
 # PostgreSQL::Test::Cluster turns this off; a crashed backend must restart the cluster here.
 $node->append_conf('postgresql.conf', 'restart_after_crash = on');
+# A worker that stays in its database (013 tests how workers come and go with the work).
+$node->append_conf('postgresql.conf', q{pg_softfk.worker_idle_timeout = '1h'});
 $node->start;
 
 $node->safe_psql('postgres', q{

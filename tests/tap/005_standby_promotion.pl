@@ -12,6 +12,8 @@ use Time::HiRes qw(usleep);
 my $primary = PostgreSQL::Test::Cluster->new('primary');
 $primary->init(allows_streaming => 1);
 $primary->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
+# A worker that stays in its database (013 tests how workers come and go with the work).
+$primary->append_conf('postgresql.conf', q{pg_softfk.worker_idle_timeout = '1h'});
 $primary->start;
 
 my $processes = q{SELECT coalesce(string_agg(backend_type || ' ' || coalesce(datname, '-'), ',' ORDER BY backend_type), '')

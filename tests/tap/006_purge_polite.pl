@@ -13,6 +13,8 @@ use Test::More;
 my $node = PostgreSQL::Test::Cluster->new('polite');
 $node->init;
 $node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
+# A worker that stays in its database (013 tests how workers come and go with the work).
+$node->append_conf('postgresql.conf', q{pg_softfk.worker_idle_timeout = '1h'});
 $node->append_conf('postgresql.conf', qq{
 pg_softfk.naptime = '200ms'
 pg_softfk.lock_timeout = '200ms'

@@ -24,6 +24,8 @@ my $node = PostgreSQL::Test::Cluster->new('soak');
 $node->init;
 $node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
 $node->append_conf('postgresql.conf', "max_connections = 40\nsynchronous_commit = off\nrestart_after_crash = on\nlog_statement = none");
+# A worker that stays in its database (013 tests how workers come and go with the work).
+$node->append_conf('postgresql.conf', q{pg_softfk.worker_idle_timeout = '1h'});
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE soak');
 $node->safe_psql('soak', slurp_file("$soak/schema.sql"));

@@ -56,6 +56,12 @@ SELECT id, user_id, event FROM history WHERE user_id = 2 ORDER BY id;
 SELECT count(*) AS still_archived FROM softfk.archived_row WHERE key = '2';
 SELECT softfk_restore('auth_user', '2') AS nothing_left_to_restore;
 SELECT softfk_restore(NULL, '2');
+-- The key in its own type, as a driver sends a typed parameter: an integer is an integer.
+DELETE FROM auth_user WHERE id = 2;
+SELECT count(*) FROM softfk_purge();
+INSERT INTO auth_user VALUES (2, 'user2 once more');
+SELECT softfk_restore('auth_user', 2) AS restored_by_integer_key;
+SELECT softfk_restore('auth_user'::regclass, 2::bigint) AS nothing_left;
 
 -- A key re-created before the purge runs is never purged: every purge statement re-checks
 -- that the parent is still absent.
@@ -270,4 +276,16 @@ DROP ROLE softfk_child_owner, softfk_stranger;
 DROP SCHEMA "Accounts" CASCADE;
 DROP TABLE auth_user, enrollment, bookmark, history, grade;
 DROP FUNCTION refuse_delete();
+
+-- The archive is never lost silently: DROP EXTENSION (and DROP SCHEMA softfk) is refused while
+-- it holds rows, and nothing is dropped; once the rows are copied out or discarded on purpose,
+-- it goes.
+SELECT count(*) > 0 AS archive_holds_rows FROM softfk.archived_row;
 DROP EXTENSION pg_softfk;
+DROP SCHEMA softfk CASCADE;
+SELECT count(*) AS still_installed FROM pg_extension WHERE extname = 'pg_softfk';
+CREATE TABLE kept_rows AS TABLE softfk.archived_row;
+TRUNCATE softfk.archived_row;
+DROP EXTENSION pg_softfk;
+SELECT count(*) > 0 AS kept FROM kept_rows;
+DROP TABLE kept_rows;

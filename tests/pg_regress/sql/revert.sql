@@ -106,7 +106,7 @@ SELECT child, child_column, on_delete FROM softfk_references WHERE child = 'enro
 -- Orphans written after the first step (here: with triggers off) fail the validation: the
 -- unvalidated key is taken off again, the soft reference stays.
 DELETE FROM enrollment WHERE user_id IN (42, 43);
-SELECT softfk.revert_prepare('enrollment', 'user_id');
+SELECT softfk.revert_prepare('enrollment', 'user_id', NULL);
 SELECT relation, conname, convalidated FROM foreign_keys WHERE relation = 'enrollment';
 SET session_replication_role = replica;
 INSERT INTO enrollment (user_id) VALUES (44);
@@ -118,7 +118,7 @@ SELECT child, child_column FROM softfk_references WHERE child = 'enrollment'::re
 -- An interrupted revert (first step committed, second not run) finishes on the next call,
 -- with what the registration says by then (here on_delete changed in between).
 DELETE FROM enrollment WHERE user_id = 44;
-SELECT softfk.revert_prepare('enrollment', 'user_id');
+SELECT softfk.revert_prepare('enrollment', 'user_id', NULL);
 SELECT softfk_alter('enrollment', 'user_id', on_delete => 'no action');
 CALL softfk_revert('enrollment', 'user_id');
 SELECT * FROM foreign_keys WHERE relation = 'enrollment';
@@ -135,6 +135,22 @@ BEGIN;
 CALL softfk_revert('note', 'user_id');
 ROLLBACK;
 SELECT child, child_column, on_delete FROM softfk_references ORDER BY 1, 2;
+
+-- on_delete gives the native key's action in the same call: an 'archive' reference goes
+-- back to ON DELETE CASCADE without being altered first; refused (orphans), it is left
+-- exactly as it was, still 'archive'. An action a native key does not have is refused
+-- before anything changes.
+CALL softfk_revert('bookmark', 'user_id', on_delete => 'archive');
+CALL softfk_revert('bookmark', 'user_id', on_delete => 'set default');
+SELECT softfk_alter('bookmark', 'user_id', validate => 'off');
+INSERT INTO bookmark (user_id) VALUES (77);
+CALL softfk_revert('bookmark', 'user_id', on_delete => 'cascade');
+SELECT child, child_column, on_delete, validate FROM softfk_references WHERE child = 'bookmark'::regclass;
+SELECT count(*) AS native_keys FROM foreign_keys WHERE relation = 'bookmark';
+DELETE FROM bookmark WHERE user_id = 77;
+CALL softfk_revert('bookmark', 'user_id', on_delete => 'cascade');
+SELECT relation, definition FROM foreign_keys WHERE relation = 'bookmark';
+SELECT count(*) AS still_registered FROM softfk_references WHERE child = 'bookmark'::regclass;
 
 DROP VIEW foreign_keys;
 DROP TABLE enrollment, bookmark, grade, note, mention, badge, membership, login, completion, auth_user,
