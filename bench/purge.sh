@@ -22,8 +22,11 @@
 #   (b) purge    soft: the worker's run, from its start to its end (softfk_purge_runs); manual:
 #                DELETE FROM child WHERE user_id IN (the 10k ids)
 # Then, on the idle system with default settings:
-#   (c) lag      200 single-user deletes (20 child rows each) at random intervals: time from
-#                the deleting COMMIT until the child rows are gone; p50, p99, max
+#   (c) lag      200 single-user deletes (20 child rows each) at random intervals (up to
+#                0.1 s apart: the worker stays): time from the deleting COMMIT until the child
+#                rows are gone; p50, p99, max
+#   (c') cold    20 such deletes 3 s apart, longer than pg_softfk.worker_idle_timeout (2 s):
+#                the worker has left each time, so each delete waits for a worker start
 #   (d) memory   1M keys queued at once (worker off, one DELETE of 1M users with one child
 #                row each), then the worker drains them: its RssAnon sampled every 200 ms
 # The cluster runs with synchronous_commit = off, so times measure the database's work rather
@@ -35,6 +38,7 @@ CLUSTER=$ROOT/target/bench-purge-cluster
 WORK=$ROOT/target/bench-purge
 PORT=$(($(setting demo_port) + 4))
 LAG_DELETES=${LAG_DELETES:-200}
+COLD_DELETES=${COLD_DELETES:-20}
 MEMORY_USERS=${MEMORY_USERS:-1000000}
 
 install_prerequisites
@@ -129,12 +133,13 @@ done
 say "(c) lag from the deleting commit to purged: $LAG_DELETES single-user deletes, default settings"
 sql <<'SQL'
 CREATE TABLE lag (user_id int, lag_ms float8);
-CREATE PROCEDURE measure_lag(deletes int) LANGUAGE plpgsql AS $$
+CREATE PROCEDURE measure_lag(deletes int, first int DEFAULT 1, pause float8 DEFAULT NULL)
+LANGUAGE plpgsql AS $$
 DECLARE
     uid int;
     committed timestamptz;
 BEGIN
-    FOR i IN 1..deletes LOOP
+    FOR i IN first..first + deletes - 1 LOOP
         uid := i * 10 + 9;   -- users the rounds above did not delete (id % 10 = 9)
         DELETE FROM auth_user WHERE id = uid;
         COMMIT;
@@ -144,7 +149,7 @@ BEGIN
         END LOOP;
         INSERT INTO lag VALUES (uid, extract(epoch FROM clock_timestamp() - committed) * 1000);
         COMMIT;
-        PERFORM pg_sleep(random() * 0.1);
+        PERFORM pg_sleep(coalesce(pause, random() * 0.1));
     END LOOP;
 END $$;
 SQL
@@ -153,6 +158,13 @@ lag=$(sql -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY la
                             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms)::numeric, 1),
                             round(max(lag_ms)::numeric, 1), count(*) FROM lag")
 read -r lag_p50 lag_p99 lag_max lag_n <<<"$lag"
+
+say "(c') lag after a quiet spell: $COLD_DELETES single-user deletes 3 s apart (the worker leaves in between)"
+sql -c "TRUNCATE lag" -c "CALL measure_lag($COLD_DELETES, $LAG_DELETES + 1, 3)"
+cold=$(sql -F ' ' -c "SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY lag_ms)::numeric, 1),
+                             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY lag_ms)::numeric, 1),
+                             round(max(lag_ms)::numeric, 1), count(*) FROM lag")
+read -r cold_p50 cold_p99 cold_max cold_n <<<"$cold"
 
 say "(d) worker memory while draining $MEMORY_USERS queued keys"
 worker_on off
@@ -167,11 +179,16 @@ VACUUM ANALYZE big_user, big_child;
 DELETE FROM big_user;
 SQL
 queued=$(sql -c "SELECT count(*), sum(cardinality(keys)) FROM softfk.deletion" | tr '|' ' ')
-pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_softfk purge' AND datname = 'postgres'")
-rss() { awk '/^RssAnon/ {print $2}' "/proc/$pid/status"; }
-baseline=$(rss)
 started=$(date +%s.%N)
 worker_on on
+# (The worker comes for the queued keys; its memory right after it connects is the baseline.)
+pid=
+until [ -n "$pid" ]; do
+    pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_softfk purge' AND datname = 'postgres'")
+    sleep 0.01
+done
+rss() { awk '/^RssAnon/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0; }
+baseline=$(rss)
 peak=$baseline
 samples=0
 while [ "$(sql -c 'SELECT count(*) FROM softfk.deletion')" != 0 ]; do
@@ -183,6 +200,7 @@ while [ "$(sql -c 'SELECT count(*) FROM softfk.deletion')" != 0 ]; do
 done
 drained=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.1f", e - s}')
 end=$(rss)
+[ "$end" = 0 ] && end="(the worker had left)"
 big_left=$(sql -c "SELECT count(*) FROM big_child")
 
 say "results"
@@ -199,6 +217,7 @@ cat <<EOF
     worker run            $m_purge_soft        throughput $(ratio "$m_purge_manual" "$m_purge_soft")x the hand-written DELETE
     orphans left / row-count difference to manual: ${left//|/ / }
 (c) lag from COMMIT to purged, $lag_n deletes: p50 $lag_p50 ms, p99 $lag_p99 ms, max $lag_max ms
-(d) worker RssAnon draining ${queued% *} queue rows / ${queued#* } keys: before $baseline kB, peak $peak kB, after $end kB
+(c') after a quiet spell (a worker start each), $cold_n deletes: p50 $cold_p50 ms, p99 $cold_p99 ms, max $cold_max ms
+(d) worker RssAnon draining ${queued% *} queue rows / ${queued#* } keys: at its start $baseline kB, peak $peak kB, after $end kB
     ($samples samples, drained in $drained s, child rows left $big_left)
 EOF

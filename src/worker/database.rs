@@ -84,8 +84,12 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             // (A queue row that keeps failing waits on its own backoff, src/purge/backoff.rs: it
             // neither fills the run log at every naptime nor slows the rest of the queue.)
             let make_room = || shared::asked_to_make_room(database);
-            if purge::run(purge::Mode::Worker, &make_room).is_some() {
+            if let Some(report) = purge::run(purge::Mode::Worker, &make_room) {
                 purge::end_worker_run();
+                if report.batches > 0 {
+                    last_work = Instant::now();
+                    only_looking = false;
+                }
             }
             if shared::sweep_due(database, SWEEP_INTERVAL.get() as i64) {
                 queue_sweep();

@@ -10,7 +10,8 @@
 #   workers;
 # - a database whose work waits for a worker says so in softfk_status (for a place in the
 #   pool, or for a background worker slot), and waiting databases are served in turn: a
-#   worker that has served one for 5 seconds makes room.
+#   worker that has served one for 5 seconds makes room;
+# - a template database is never joined.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -178,6 +179,15 @@ $holder->query_safe('COMMIT');
 $holder->quit;
 ok(purged('db1', 50) && purged('db2', 50), 'once the horizon passes, both finish');
 reload('pg_softfk.max_purge_workers = 2');
+
+# ---------------------------------------------------------------------------------------------
+# A template database is never joined (a worker there would make CREATE DATABASE from it wait).
+
+$node->safe_psql('postgres', 'ALTER DATABASE tmpl IS_TEMPLATE true');
+$node->safe_psql('tmpl', 'DELETE FROM auth_user WHERE id = 70');
+usleep(2_500_000);
+is($node->safe_psql('postgres', workers_in('tmpl')), '0', 'a template database is never joined');
+is($node->safe_psql('tmpl', 'SELECT count(*) FROM softfk.deletion'), '1', 'its deletion stays queued');
 
 # ---------------------------------------------------------------------------------------------
 # No background worker slot at all: the database says so, and is served once there is one.
