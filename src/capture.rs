@@ -56,7 +56,8 @@ fn wake_purge_at_commit() {
 
 fn at_transaction_end(end: TransactionEnd) {
     // At COMMIT the transaction is visible to others: the woken worker sees the queue rows.
-    // (A prepared transaction is found by the worker's next poll.)
+    // (A prepared transaction's deletions are woken by its COMMIT PREPARED:
+    // src/worker/give_way.rs.)
     if WAKE_AT_COMMIT.replace(false) && end == TransactionEnd::Commit {
         worker::wake_database();
     }

@@ -157,6 +157,9 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
     {
         return Some(RunReport::default());
     }
+    if stop() {
+        return Some(RunReport::default());
+    }
     let run_id = in_transaction(mode, run_log::start(mode)).unwrap_or_else(|e| e.rethrow());
     let mut report = RunReport::default();
     batch::forget_last_rounds();

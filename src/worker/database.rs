@@ -19,14 +19,14 @@ use crate::settings::{PURGE_WORKER, SWEEP_INTERVAL, WORKER_IDLE_TIMEOUT};
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
-    let database = arg.value() as u32;
+    let (database, generation) = shared::from_worker_argument(arg);
     handle_signals();
     // SAFETY: the exit callback is a function with the signature PostgreSQL expects, and
     // its argument a plain integer; connecting is what a background worker's main does first.
     unsafe {
         // Registered before connecting: a worker that fails to connect (its database is being
         // dropped) gives its slot back too.
-        pg_sys::before_shmem_exit(Some(shared::leave_slot), pg_sys::Datum::from(database));
+        pg_sys::before_shmem_exit(Some(shared::leave_slot), arg);
         pg_sys::BackgroundWorkerInitializeConnectionByOid(
             pg_sys::Oid::from(database),
             pg_sys::InvalidOid,
@@ -48,7 +48,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         set_for_session(name, value);
     }
     // None: held off meanwhile (a DROP DATABASE is on its way).
-    let Some(first_look) = shared::connected(database) else {
+    let Some(first_look) = shared::connected(database, generation) else {
         return;
     };
     // A first look leaves at once when it finds nothing to do.

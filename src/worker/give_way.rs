@@ -8,8 +8,12 @@
 //! since the library is preloaded), before the command: if the database's owner (or a
 //! superuser) runs it, the database is held off for [`HOLD_OFF`] (the launcher starts no
 //! worker there) and a connected worker is sent SIGTERM: its batch rolls back and is redone
-//! later, as after any interruption. After the command succeeds the hold is lifted at once.
-//! A role that may not run the command cannot use it to push the worker out.
+//! later, as after any interruption; the command waits until it has left. After the command
+//! succeeds the hold is lifted at once (unless another session's command holds it longer).
+//! A role that does not own the database cannot use these commands to push the worker out.
+//!
+//! The same hook wakes the database after `COMMIT PREPARED`: a prepared transaction's
+//! deletions commit there, not in the session that made them.
 
 use std::ffi::CStr;
 use std::sync::OnceLock;
@@ -78,7 +82,7 @@ unsafe extern "C-unwind" fn give_way_then_run(
                 qc,
             ),
         }
-        after(database);
+        after(database, (*pstmt).utilityStmt);
     }
 }
 
@@ -111,11 +115,23 @@ unsafe extern "C-unwind" fn before(statement: *mut pg_sys::Node) -> pg_sys::Oid 
     }
 }
 
-/// After the command succeeded: lift the hold.
+/// After the command succeeded: lift this session's hold (one another session set since
+/// stays), and wake the database after COMMIT PREPARED (the prepared transaction's deletions
+/// were not committed by a session that could wake it).
 #[pg_guard]
-extern "C-unwind" fn after(database: pg_sys::Oid) {
+unsafe extern "C-unwind" fn after(database: pg_sys::Oid, statement: *mut pg_sys::Node) {
     if database != pg_sys::InvalidOid {
         lift_hold(database);
+    }
+    // SAFETY: statement is the command's utility statement, read by its tag.
+    let commit_prepared = unsafe {
+        !statement.is_null()
+            && (*statement).type_ == pg_sys::NodeTag::T_TransactionStmt
+            && (*(statement as *mut pg_sys::TransactionStmt)).kind
+                == pg_sys::TransactionStmtKind::TRANS_STMT_COMMIT_PREPARED
+    };
+    if commit_prepared {
+        super::shared::wake_database();
     }
 }
 
@@ -134,7 +150,9 @@ unsafe fn database_needed_alone(statement: *mut pg_sys::Node) -> Option<pg_sys::
             pg_sys::NodeTag::T_DropdbStmt => (*(statement as *mut pg_sys::DropdbStmt)).dbname,
             pg_sys::NodeTag::T_CreatedbStmt => {
                 let options = (*(statement as *mut pg_sys::CreatedbStmt)).options;
+                // (TEMPLATE DEFAULT has no argument: template1, never joined.)
                 option(options, c"template")
+                    .filter(|&o| !(*o).arg.is_null())
                     .map(|o| pg_sys::defGetString(o))
                     .unwrap_or(std::ptr::null_mut())
             }
@@ -188,14 +206,26 @@ unsafe fn option(options: *mut pg_sys::List, name: &CStr) -> Option<*mut pg_sys:
     }
 }
 
-/// Hold `database` off and send its connected worker SIGTERM.
+thread_local! {
+    /// The hold this session set, to lift after its command.
+    static MY_HOLD: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+/// Hold `database` off and send its connected worker SIGTERM, then wait (up to 5 s) until it
+/// has left: `DROP DATABASE ... WITH (FORCE)` by an owner who is not a superuser could not
+/// terminate it itself.
 fn hold_off(database: pg_sys::Oid) {
-    let mut shared = SHARED.exclusive();
-    let Some(slot) = shared.slot_of(database.to_u32()) else {
-        return;
-    };
-    slot.held_off_until = now() + HOLD_OFF.as_micros() as i64;
-    if slot.pid != 0 && slot.pid != process::pid() {
+    let sent_to = {
+        let mut shared = SHARED.exclusive();
+        let Some(slot) = shared.slot_of(database.to_u32()) else {
+            return;
+        };
+        let until = now() + HOLD_OFF.as_micros() as i64;
+        slot.held_off_until = slot.held_off_until.max(until);
+        MY_HOLD.set(until);
+        if slot.pid == 0 || slot.pid == process::pid() {
+            return;
+        }
         log!(
             "pg_softfk: the purge worker (PID {}) leaves database {} for a command that needs it without connections",
             slot.pid,
@@ -207,6 +237,20 @@ fn hold_off(database: pg_sys::Oid) {
         unsafe {
             libc::kill(slot.pid, libc::SIGTERM);
         }
+        slot.pid
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline
+        && SHARED
+            .share()
+            .find(database.to_u32())
+            .is_some_and(|s| s.pid == sent_to)
+    {
+        // SAFETY: a short sleep, then this backend's own interrupts (a cancel ends the wait).
+        unsafe {
+            pg_sys::pg_usleep(10_000);
+            pg_sys::check_for_interrupts!();
+        }
     }
 }
 
@@ -214,9 +258,12 @@ fn lift_hold(database: pg_sys::Oid) {
     let launcher = {
         let mut shared = SHARED.exclusive();
         if let Some(slot) = shared.slot_of(database.to_u32()) {
-            slot.held_off_until = 0;
+            if slot.held_off_until == MY_HOLD.get() {
+                slot.held_off_until = 0;
+            }
         }
         shared.launcher_procno
     };
+    MY_HOLD.set(0);
     super::shared::set_latch(launcher);
 }

@@ -9,13 +9,21 @@ use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
 
 use super::shared::{self, now, set_latch, Slot, State, SHARED};
-use super::{handle_signals, naptime, sleep};
+use super::{handle_signals, sleep};
 use crate::postgres::process;
 use crate::settings::{MAX_PURGE_WORKERS, PURGE_WORKER};
 
 /// How long a worker serves one database, at least, before it is asked to make room for
 /// another that waits.
 const FAIR_SHARE: Duration = Duration::from_secs(5);
+
+/// How long a started worker may take to connect before the start is given up on (the
+/// postmaster could not fork it, say) and the database waits again.
+const STARTING_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often a database with nothing to do is looked at again: the safety net for work that
+/// no commit announced (rows loaded into the queue by pg_restore or COPY).
+const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
 #[pg_guard]
 #[no_mangle]
@@ -29,20 +37,22 @@ pub extern "C-unwind" fn softfk_launcher_main(_arg: pg_sys::Datum) {
     loop {
         let databases = databases();
         let (to_start, to_wake) = plan(&databases);
-        for (database, first_look) in to_start {
-            start_worker(database, first_look);
+        for (database, generation, first_look) in to_start {
+            start_worker(database, generation, first_look);
         }
         for procno in to_wake {
             set_latch(procno);
         }
-        sleep(naptime().min(Duration::from_secs(1)));
+        // (Anything urgent sets the latch: a deleting commit, a worker's exit, SIGHUP.)
+        sleep(Duration::from_secs(1));
     }
 }
 
 /// One round: bring the slots up to date with the databases there are, and choose the
-/// workers to start (database, first look) and the ones to ask to make room.
-fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
+/// workers to start (database, generation, first look) and the ones to ask to make room.
+fn plan(databases: &[u32]) -> (Vec<(u32, u32, bool)>, Vec<i32>) {
     let now = now();
+    let micros = |d: Duration| d.as_micros() as i64;
     let mut shared = SHARED.exclusive();
     for slot in shared.slots.iter_mut() {
         match slot.state {
@@ -54,6 +64,13 @@ fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
             }
             State::Idle if slot.next_sweep_at > 0 && slot.next_sweep_at <= now => {
                 slot.want_worker(now)
+            }
+            State::Idle if now - slot.since >= micros(LOOK_AGAIN) => {
+                slot.want_worker(now);
+                slot.first_look = true;
+            }
+            State::Starting if now - slot.since >= micros(STARTING_DEADLINE) => {
+                slot.enter(State::Waiting, now)
             }
             _ => {}
         }
@@ -70,11 +87,7 @@ fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
     if !PURGE_WORKER.get() {
         return (Vec::new(), Vec::new());
     }
-    let busy = shared
-        .slots
-        .iter()
-        .filter(|s| matches!(s.state, State::Starting | State::Connected))
-        .count();
+    let busy = shared.busy();
     let mut room = (MAX_PURGE_WORKERS.get().max(1) as usize).saturating_sub(busy);
     let mut waiting: Vec<usize> = (0..shared.slots.len())
         .filter(|&i| {
@@ -93,7 +106,8 @@ fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
         room -= 1;
         let slot = &mut shared.slots[i];
         slot.enter(State::Starting, now);
-        to_start.push((slot.database, slot.first_look));
+        slot.generation = slot.generation.wrapping_add(1);
+        to_start.push((slot.database, slot.generation, slot.first_look));
     }
     // Make room, the longest-serving first, one worker per database that waits.
     let mut to_wake = Vec::new();
@@ -115,29 +129,31 @@ fn plan(databases: &[u32]) -> (Vec<(u32, bool)>, Vec<i32>) {
     (to_start, to_wake)
 }
 
-fn start_worker(database: u32, first_look: bool) {
+fn start_worker(database: u32, generation: u32, first_look: bool) {
     let started = BackgroundWorkerBuilder::new(&format!("pg_softfk purge {database}"))
         .set_type("pg_softfk purge")
         .set_library("pg_softfk")
         .set_function("softfk_purge_worker_main")
         .enable_spi_access()
-        .set_argument(Some(pg_sys::Datum::from(database)))
+        .set_argument(Some(shared::worker_argument(database, generation)))
         .set_notify_pid(process::pid())
         .load_dynamic();
     if started.is_err() {
         // No free background worker slot (max_worker_processes): the database waits, and
-        // softfk_status says why.
-        shared::start_failed(database);
-        if !first_look {
+        // softfk_status says why; the log says it once.
+        if shared::start_failed(database) && !first_look {
             pgrx::warning!(
-                "pg_softfk: could not start the purge worker for database {database}: no free background worker slot"
+                "pg_softfk: could not start the purge worker for database {database}: no free background worker slot (max_worker_processes)"
             );
         }
+    } else {
+        shared::started(database);
     }
 }
 
-/// Databases that accept connections, templates excepted (a worker connected to a template
-/// would make CREATE DATABASE fail).
+/// Databases that accept connections, templates and invalid databases (a DROP DATABASE
+/// interrupted half-way) excepted: a worker connected to a template would make CREATE
+/// DATABASE fail.
 fn databases() -> Vec<u32> {
     let mut found = Vec::new();
     // SAFETY: a catalog scan of pg_database as core's autovacuum launcher makes one, in a
@@ -156,7 +172,8 @@ fn databases() -> Vec<u32> {
                 break;
             }
             let form = pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_database>(tuple);
-            if (*form).datallowconn && !(*form).datistemplate {
+            // (datconnlimit -2: DATCONNLIMIT_INVALID_DB.)
+            if (*form).datallowconn && !(*form).datistemplate && (*form).datconnlimit != -2 {
                 found.push((*form).oid.to_u32());
             }
         }

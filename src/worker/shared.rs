@@ -4,12 +4,22 @@
 //! A database moves through the states like this:
 //!
 //! ```text
-//!   (new database) --> Waiting --launcher--> Starting --worker connects--> Connected
+//!   (new database, or Idle for a minute) --> Waiting (a first look)
+//!   Waiting --launcher, room in the pool--> Starting --worker connects--> Connected
+//!   Starting --no background worker slot, or no news for 10 s--> Waiting
 //!   Connected --nothing to do for pg_softfk.worker_idle_timeout--> Idle
-//!   Connected --asked to make room, work left--> Waiting
-//!   Idle --deleting commit, sweep due--> Waiting
-//!   Connected --no extension there--> NoExtension --CREATE EXTENSION--> Waiting
+//!   Connected --asked to make room, or turned off, with work left--> Waiting
+//!   Connected --no extension there--> NoExtension
+//!   Connected or Starting --worker exits otherwise (SIGTERM, FATAL)--> Waiting, retried
+//!                                                                    after a growing delay
+//!   Idle, NoExtension --deleting commit, CREATE EXTENSION, sweep due--> Waiting
+//!   Idle, Waiting, NoExtension --database dropped or no longer joinable--> Free
 //! ```
+//!
+//! A worker that leaves in order after a wake-up it has not acted on leaves Waiting, whatever
+//! it meant to leave as. Each start has a generation number (passed to the worker with the
+//! database): a worker whose start was given up on, or that exits after another was started,
+//! touches nothing.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -17,6 +27,7 @@ use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
 use crate::postgres::process;
+use crate::settings::MAX_PURGE_WORKERS;
 
 /// Databases the launcher keeps track of.
 pub const MAX_DATABASES: usize = 1024;
@@ -59,6 +70,10 @@ pub struct Slot {
     pub no_background_worker_slot: bool,
     /// When the next sweep is due (0: none).
     pub next_sweep_at: i64,
+    /// The number of the latest start.
+    pub generation: u32,
+    /// Exits out of order in a row (for the delay before the next start).
+    pub failures: u32,
     /// Not to be joined before then: a DROP DATABASE, CREATE DATABASE ... TEMPLATE or
     /// ALTER DATABASE needs it without connections (src/worker/give_way.rs).
     pub held_off_until: i64,
@@ -80,6 +95,21 @@ impl Default for Shared {
 }
 
 impl Shared {
+    /// The slot of `database`, if it has one (to read).
+    pub fn find(&self, database: u32) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .find(|s| s.state != State::Free && s.database == database)
+    }
+
+    /// Purge workers starting or connected.
+    pub fn busy(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, State::Starting | State::Connected))
+            .count()
+    }
+
     /// The slot of `database`, if it has one.
     pub fn slot_of(&mut self, database: u32) -> Option<&mut Slot> {
         self.slots
@@ -192,18 +222,18 @@ pub fn set_latch(procno: i32) {
     }
 }
 
-/// The worker started for `database` has connected: whether it came for a first look.
-/// None when the database is not waiting for it any more (held off meanwhile).
-pub fn connected(database: u32) -> Option<bool> {
+/// The worker of start `generation` for `database` has connected: whether it came for a first
+/// look. None when the database no longer waits for it (given up on, or held off meanwhile).
+pub fn connected(database: u32, generation: u32) -> Option<bool> {
     let mut shared = SHARED.exclusive();
     let slot = shared.slot_of(database)?;
-    if slot.state != State::Starting || slot.held_off_until > now() {
+    if slot.state != State::Starting || slot.generation != generation || slot.held_off_until > now()
+    {
         return None;
     }
     slot.enter(State::Connected, now());
     slot.procno = process::procno();
     slot.pid = process::pid();
-    slot.no_background_worker_slot = false;
     Some(slot.first_look)
 }
 
@@ -216,38 +246,35 @@ pub fn forget_wakeup(database: u32) {
 }
 
 /// The worker leaves `database`: Waiting when work is left (it made room for another),
-/// Idle otherwise; NoExtension when the extension is not there. A deleting commit that woke
-/// it after its last look at the queue makes it Waiting: its keys are not left behind.
+/// Idle otherwise; NoExtension when the extension is not there. A wake-up it has not acted on
+/// (a deleting commit, CREATE EXTENSION) makes it Waiting: its keys are not left behind.
 pub fn leave(database: u32, next: State) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_of(database) {
         if slot.state == State::Connected && slot.procno == process::procno() {
-            let next = if next == State::Idle && slot.woken {
-                State::Waiting
-            } else {
-                next
-            };
+            let next = if slot.woken { State::Waiting } else { next };
             slot.enter(next, now());
             slot.first_look = false;
             slot.woken = false;
+            slot.failures = 0;
         }
     }
 }
 
-/// Whether a database waits for a worker (and may have one now).
+/// Whether a database waits for a worker that the pool has no room for.
 pub fn others_wait() -> bool {
     let now = now();
     let shared = SHARED.share();
-    shared
-        .slots
-        .iter()
-        .any(|s| s.state == State::Waiting && s.held_off_until <= now)
+    shared.busy() >= MAX_PURGE_WORKERS.get().max(1) as usize
+        && shared
+            .slots
+            .iter()
+            .any(|s| s.state == State::Waiting && s.held_off_until <= now)
 }
 
 /// Whether the launcher asked this worker to make room for a database that waits.
 pub fn asked_to_make_room(database: u32) -> bool {
-    let mut shared = SHARED.exclusive();
-    shared.slot_of(database).is_some_and(|s| s.make_room)
+    SHARED.share().find(database).is_some_and(|s| s.make_room)
 }
 
 /// The sweep of `database`, if one is due now (`interval` seconds, 0: none). The first
@@ -272,37 +299,72 @@ pub fn sweep_due(database: u32, interval: i64) -> bool {
     true
 }
 
-/// A start failed: the database waits again, and says why.
-pub fn start_failed(database: u32) {
+/// A start succeeded (the postmaster has a background worker slot for it).
+pub fn started(database: u32) {
     let mut shared = SHARED.exclusive();
     if let Some(slot) = shared.slot_of(database) {
-        if slot.state == State::Starting {
+        slot.no_background_worker_slot = false;
+    }
+}
+
+/// A start failed for lack of a background worker slot: the database waits again, and says
+/// why. Whether this is the first such failure in a row (to warn once).
+pub fn start_failed(database: u32) -> bool {
+    let mut shared = SHARED.exclusive();
+    match shared.slot_of(database) {
+        Some(slot) if slot.state == State::Starting => {
             slot.state = State::Waiting;
-            slot.no_background_worker_slot = true;
+            !std::mem::replace(&mut slot.no_background_worker_slot, true)
         }
+        _ => false,
     }
 }
 
 /// What the slot of this database says, for softfk_status.
 pub fn slot_of_this_database() -> Option<Slot> {
-    let database = process::database_id().to_u32();
-    let mut shared = SHARED.exclusive();
-    shared.slot_of(database).copied()
+    SHARED
+        .share()
+        .find(process::database_id().to_u32())
+        .copied()
+}
+
+/// The argument a worker is started with: the database, and the start's generation.
+pub fn worker_argument(database: u32, generation: u32) -> pg_sys::Datum {
+    pg_sys::Datum::from((u64::from(generation) << 32) | u64::from(database))
+}
+
+/// The database and generation of a worker's argument.
+pub fn from_worker_argument(arg: pg_sys::Datum) -> (u32, u32) {
+    let value = arg.value() as u64;
+    (value as u32, (value >> 32) as u32)
+}
+
+/// The delay before a database whose worker exited out of order `failures` times in a row
+/// gets another: 1 s, doubling up to a minute.
+fn retry_delay(failures: u32) -> i64 {
+    (1_000_000_i64 << failures.saturating_sub(1).min(6)).min(60_000_000)
 }
 
 /// On exit (normal or FATAL, also before it ever connected), a worker that did not leave
-/// its slot in order (a crash, SIGTERM, an error) leaves it wanting a worker, so that the
-/// launcher starts a new one.
+/// its slot in order (SIGTERM, FATAL, an error) leaves it Waiting, to be started again after
+/// a delay that grows with each such exit in a row. A worker of an earlier start touches
+/// nothing.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn leave_slot(_code: i32, arg: pg_sys::Datum) {
-    let database = arg.value() as u32;
+    let (database, generation) = from_worker_argument(arg);
     let mut shared = SHARED.exclusive();
     let me = process::procno();
     if let Some(slot) = shared.slot_of(database) {
-        match slot.state {
-            State::Connected if slot.procno == me => slot.enter(State::Waiting, now()),
-            State::Starting => slot.enter(State::Waiting, now()),
-            _ => {}
+        let mine = match slot.state {
+            State::Connected => slot.procno == me,
+            State::Starting => slot.generation == generation,
+            _ => false,
+        };
+        if mine {
+            let now = now();
+            slot.enter(State::Waiting, now);
+            slot.failures += 1;
+            slot.held_off_until = slot.held_off_until.max(now + retry_delay(slot.failures));
         }
     }
     let launcher = shared.launcher_procno;

@@ -22,7 +22,7 @@ use Time::HiRes qw(usleep time);
 my $node = PostgreSQL::Test::Cluster->new('pool');
 $node->init;
 $node->append_conf('postgresql.conf', slurp_file($ENV{SOFTFK_CLUSTER_CONF}));
-$node->append_conf('postgresql.conf', 'autovacuum = off');
+$node->append_conf('postgresql.conf', "autovacuum = off\nmax_prepared_transactions = 2");
 $node->start;
 
 my $workers = q{SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pg_softfk purge'};
@@ -76,6 +76,16 @@ cmp_ok(time() - $left_at, '<', 4.5, 'it left well within the 5 s DROP DATABASE w
 $node->safe_psql('lms', 'DELETE FROM auth_user WHERE id = 2');
 ok(purged('lms', 2), 'the next deleting commit brings a worker back');
 
+# A prepared transaction's deletion is announced by its COMMIT PREPARED.
+ok($node->poll_query_until('postgres', workers_in('lms'), '0'), 'the worker has left again');
+$node->safe_psql('lms', q{BEGIN; DELETE FROM auth_user WHERE id = 8; PREPARE TRANSACTION 'retire8'});
+usleep(2_500_000);
+is($node->safe_psql('postgres', workers_in('lms')), '0', 'PREPARE TRANSACTION brings no worker');
+my $committed_at = time();
+$node->safe_psql('lms', q{COMMIT PREPARED 'retire8'});
+ok(purged('lms', 8), 'COMMIT PREPARED in its database brings a worker, which purges');
+cmp_ok(time() - $committed_at, '<', 5, 'at once, not at the next look at idle databases (a minute)');
+
 # ---------------------------------------------------------------------------------------------
 # Giving way: a worker that would stay for an hour leaves for DROP DATABASE and CREATE
 # DATABASE ... TEMPLATE of its database, run by its non-superuser owner, without FORCE.
@@ -115,6 +125,8 @@ $started = time();
 is($ret, 0, 'DROP DATABASE (no FORCE) of a database with a connected worker succeeds, for its owner')
   or diag($err);
 cmp_ok(time() - $started, '<', 4, 'without waiting for the worker');
+($ret, $out, $err) = $node->psql('postgres', 'CREATE DATABASE plain_copy TEMPLATE DEFAULT');
+is($ret, 0, 'CREATE DATABASE ... TEMPLATE DEFAULT still works') or diag($err);
 reload(q{pg_softfk.worker_idle_timeout = '2s'});
 
 # ---------------------------------------------------------------------------------------------
