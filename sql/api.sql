@@ -125,7 +125,24 @@ SELECT r.child_table  AS child,
        t.last_error_at,
        -- Who purges this database now, and since when (the same on every row).
        w.state AS purge_worker,
-       w.since AS purge_worker_since
+       w.since AS purge_worker_since,
+       -- The purge's recent pace, over the runs that finished in the last 15 minutes: keys
+       -- of this database per second of run time, and this reference's rows; and the time
+       -- the pending keys would take at that pace.
+       rate.keys_per_second,
+       rate.rows_per_second,
+       CASE WHEN q.pending_keys > 0 AND rate.keys_per_second > 0
+            THEN pg_catalog.make_interval(secs => q.pending_keys / rate.keys_per_second)
+       END AS estimated_drain,
+       -- Why the oldest pending key waits, when keys wait.
+       CASE
+           WHEN q.oldest IS NULL THEN NULL
+           WHEN w.state NOT IN ('connected', 'starting') THEN 'a purge worker: ' || w.state
+           WHEN o.holder IS NOT NULL
+               THEN 'its final pass, for the ' || o.holder || ', which began before the deletion'
+           WHEN t.last_error_at >= q.oldest THEN 'a retry after the error in last_error'
+           ELSE 'its turn'
+       END AS waiting_for
   FROM softfk.reference r
   JOIN pg_catalog.pg_class c ON c.oid = r.child_table
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
@@ -139,10 +156,26 @@ SELECT r.child_table  AS child,
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
  CROSS JOIN softfk.purge_worker() w
+ LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum(run.keys_purged)
+                 / nullif(pg_catalog.sum(extract(epoch FROM run.finished_at - run.started_at)), 0)
+                   AS keys_per_second,
+               pg_catalog.sum(coalesce((run.rows_by_reference OPERATOR(pg_catalog.->>) r.id::text)::bigint, 0))
+                 / nullif(pg_catalog.sum(extract(epoch FROM run.finished_at - run.started_at)), 0)
+                   AS rows_per_second
+          FROM softfk.purge_run run
+         WHERE run.finished_at > pg_catalog.now() - interval '15 minutes' AND run.batches > 0) rate ON true
+ LEFT JOIN LATERAL (
+        SELECT CASE WHEN d.final_pass AND d.xid_cluster = softfk.system_identifier()
+                    THEN softfk.horizon_holder(d.final_after) END AS holder
+          FROM softfk.deletion d
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
+           AND (d.reference_id IS NULL OR d.reference_id = r.id)
+         ORDER BY d.deleted_at, d.id LIMIT 1) o ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
-COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), and who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected).';
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected), the recent pace (keys and rows per second) with the estimated time to drain, and why the oldest pending key waits (waiting_for).';
 GRANT SELECT ON softfk_status TO PUBLIC;
 
 -- security_barrier: a caller's own function in a WHERE clause cannot see the rows the

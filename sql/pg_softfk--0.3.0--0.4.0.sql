@@ -2,8 +2,10 @@
 --
 -- Purge workers that hold a database only while it has work (a pool, src/worker/), shown
 -- in softfk_status; DROP EXTENSION refused while the archive holds rows; softfk_restore for
--- a key of any type; softfk_revert(..., on_delete => ...). Everything here is what a fresh
--- install of 0.4.0 has (tests/tap/009_upgrade.pl compares the two).
+-- a key of any type; softfk_revert(..., on_delete => ...); softfk_status's pace, estimated
+-- time to drain and why keys wait (softfk.horizon_holder, purge_run.rows_by_reference).
+-- Everything here is what a fresh install of 0.4.0 has (tests/tap/009_upgrade.pl compares
+-- the two).
 
 DROP FUNCTION softfk.foreign_key_clause(regclass, name);
 CREATE FUNCTION softfk.foreign_key_clause(child regclass, child_column name, on_delete text) RETURNS text
@@ -124,6 +126,32 @@ CREATE EVENT TRIGGER softfk_keep_archive ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
     EXECUTE FUNCTION softfk.keep_archive();
 
+ALTER TABLE softfk.purge_run ADD COLUMN rows_by_reference jsonb NOT NULL DEFAULT '{}';
+
+-- Who holds the final passes back: the oldest transaction still running in the cluster, if it
+-- began before `final_after` (the next transaction id at a key's first pass). Named as
+-- softfk_status shows it: a session by its pid, database, state and age; a prepared
+-- transaction by its gid. NULL when nothing holds the horizon below final_after.
+CREATE FUNCTION softfk.horizon_holder(final_after xid8) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH oldest AS (
+        SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    ), oldest_xid AS (
+        -- (xid8 to xid: the low 32 bits, as pg_stat_activity and pg_prepared_xacts show it)
+        SELECT (xmin::text::numeric % 4294967296)::text::xid AS xid FROM oldest
+         WHERE xmin < final_after
+    )
+    SELECT coalesce(
+        (SELECT format('transaction of pid %s (database %s, %s since %s)', a.pid,
+                       coalesce(a.datname, '-'), coalesce(a.state, a.backend_type),
+                       to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+           FROM pg_stat_activity a, oldest_xid o WHERE a.backend_xid = o.xid LIMIT 1),
+        (SELECT format('prepared transaction %L (database %s, prepared at %s)', p.gid,
+                       p.database, to_char(p.prepared, 'YYYY-MM-DD HH24:MI:SS TZ'))
+           FROM pg_prepared_xacts p, oldest_xid o WHERE p.transaction = o.xid LIMIT 1),
+        (SELECT format('transaction %s', o.xid) FROM oldest_xid o))
+$$;
+
 -- Who purges this database now (src/worker/): a connected worker, one waiting for a place in
 -- the pool (pg_softfk.max_purge_workers) or for a background worker slot, or none needed.
 CREATE FUNCTION softfk.purge_worker(OUT state text, OUT since timestamptz)
@@ -159,7 +187,24 @@ SELECT r.child_table  AS child,
        t.last_error_at,
        -- Who purges this database now, and since when (the same on every row).
        w.state AS purge_worker,
-       w.since AS purge_worker_since
+       w.since AS purge_worker_since,
+       -- The purge's recent pace, over the runs that finished in the last 15 minutes: keys
+       -- of this database per second of run time, and this reference's rows; and the time
+       -- the pending keys would take at that pace.
+       rate.keys_per_second,
+       rate.rows_per_second,
+       CASE WHEN q.pending_keys > 0 AND rate.keys_per_second > 0
+            THEN pg_catalog.make_interval(secs => q.pending_keys / rate.keys_per_second)
+       END AS estimated_drain,
+       -- Why the oldest pending key waits, when keys wait.
+       CASE
+           WHEN q.oldest IS NULL THEN NULL
+           WHEN w.state NOT IN ('connected', 'starting') THEN 'a purge worker: ' || w.state
+           WHEN o.holder IS NOT NULL
+               THEN 'its final pass, for the ' || o.holder || ', which began before the deletion'
+           WHEN t.last_error_at >= q.oldest THEN 'a retry after the error in last_error'
+           ELSE 'its turn'
+       END AS waiting_for
   FROM softfk.reference r
   JOIN pg_catalog.pg_class c ON c.oid = r.child_table
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
@@ -173,7 +218,23 @@ SELECT r.child_table  AS child,
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
  CROSS JOIN softfk.purge_worker() w
+ LEFT JOIN LATERAL (
+        SELECT pg_catalog.sum(run.keys_purged)
+                 / nullif(pg_catalog.sum(extract(epoch FROM run.finished_at - run.started_at)), 0)
+                   AS keys_per_second,
+               pg_catalog.sum(coalesce((run.rows_by_reference OPERATOR(pg_catalog.->>) r.id::text)::bigint, 0))
+                 / nullif(pg_catalog.sum(extract(epoch FROM run.finished_at - run.started_at)), 0)
+                   AS rows_per_second
+          FROM softfk.purge_run run
+         WHERE run.finished_at > pg_catalog.now() - interval '15 minutes' AND run.batches > 0) rate ON true
+ LEFT JOIN LATERAL (
+        SELECT CASE WHEN d.final_pass AND d.xid_cluster = softfk.system_identifier()
+                    THEN softfk.horizon_holder(d.final_after) END AS holder
+          FROM softfk.deletion d
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
+           AND (d.reference_id IS NULL OR d.reference_id = r.id)
+         ORDER BY d.deleted_at, d.id LIMIT 1) o ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
-COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), and who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected).';
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected), the recent pace (keys and rows per second) with the estimated time to drain, and why the oldest pending key waits (waiting_for).';

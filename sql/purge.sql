@@ -77,6 +77,30 @@ CREATE EVENT TRIGGER softfk_keep_archive ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION', 'DROP SCHEMA')
     EXECUTE FUNCTION softfk.keep_archive();
 
+-- Who holds the final passes back: the oldest transaction still running in the cluster, if it
+-- began before `final_after` (the next transaction id at a key's first pass). Named as
+-- softfk_status shows it: a session by its pid, database, state and age; a prepared
+-- transaction by its gid. NULL when nothing holds the horizon below final_after.
+CREATE FUNCTION softfk.horizon_holder(final_after xid8) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH oldest AS (
+        SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+    ), oldest_xid AS (
+        -- (xid8 to xid: the low 32 bits, as pg_stat_activity and pg_prepared_xacts show it)
+        SELECT (xmin::text::numeric % 4294967296)::text::xid AS xid FROM oldest
+         WHERE xmin < final_after
+    )
+    SELECT coalesce(
+        (SELECT format('transaction of pid %s (database %s, %s since %s)', a.pid,
+                       coalesce(a.datname, '-'), coalesce(a.state, a.backend_type),
+                       to_char(a.xact_start, 'YYYY-MM-DD HH24:MI:SS TZ'))
+           FROM pg_stat_activity a, oldest_xid o WHERE a.backend_xid = o.xid LIMIT 1),
+        (SELECT format('prepared transaction %L (database %s, prepared at %s)', p.gid,
+                       p.database, to_char(p.prepared, 'YYYY-MM-DD HH24:MI:SS TZ'))
+           FROM pg_prepared_xacts p, oldest_xid o WHERE p.transaction = o.xid LIMIT 1),
+        (SELECT format('transaction %s', o.xid) FROM oldest_xid o))
+$$;
+
 -- Who purges this database now (src/worker/): a connected worker, one waiting for a place in
 -- the pool (pg_softfk.max_purge_workers) or for a background worker slot, or none needed.
 CREATE FUNCTION softfk.purge_worker(OUT state text, OUT since timestamptz)
@@ -109,7 +133,9 @@ CREATE TABLE softfk.purge_run (
     rows_nulled   bigint      NOT NULL DEFAULT 0,
     rows_archived bigint      NOT NULL DEFAULT 0,
     -- One object per failed batch: reference, sqlstate, message, keys.
-    errors        jsonb       NOT NULL DEFAULT '[]'
+    errors        jsonb       NOT NULL DEFAULT '[]',
+    -- {"reference id": rows deleted, nulled or archived}, for softfk_status's rates.
+    rows_by_reference jsonb   NOT NULL DEFAULT '{}'
 );
 -- One active run per database.
 CREATE UNIQUE INDEX purge_run_one_running ON softfk.purge_run ((true)) WHERE status = 'running';

@@ -45,3 +45,16 @@ pub fn pid() -> i32 {
     // SAFETY: set once at process start.
     unsafe { pg_sys::MyProcPid }
 }
+
+/// What this process is doing, as `pg_stat_activity` shows it (`state` and `query`): `None`
+/// for idle. A background worker's way of saying which step it is at.
+pub fn report_activity(activity: Option<&str>) {
+    let text = std::ffi::CString::new(activity.unwrap_or("")).unwrap_or_default();
+    let state = if activity.is_some() {
+        pg_sys::BackendState::STATE_RUNNING
+    } else {
+        pg_sys::BackendState::STATE_IDLE
+    };
+    // SAFETY: pgstat_report_activity copies the NUL-terminated string into shared memory.
+    unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) }
+}

@@ -240,6 +240,23 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
             (true, false) => Pass::Final,
             (true, true) => Pass::FinalLockingFirst,
         };
+        // The worker's pg_stat_activity row says which child and batch it is at (a user's
+        // softfk_purge() leaves the caller's query text alone).
+        if process::is_background_worker() {
+            process::report_activity(Some(&format!(
+                "pg_softfk purge: {}({}) -> {}: {} of queue row {}, {} pass",
+                leaf,
+                reference.child_column_quoted,
+                reference.parent_table,
+                match entry.keys.as_ref().map(Vec::len) {
+                    None => "every key".to_string(),
+                    Some(1) => "1 key".to_string(),
+                    Some(n) => format!("{n} keys"),
+                },
+                entry.id,
+                if entry.final_pass { "final" } else { "first" },
+            )));
+        }
         let sql = reference.purge_sql(&leaf, pass);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.

@@ -42,11 +42,20 @@ pub fn finish(run_id: i64, report: &RunReport) {
         (false, _) => "partial",
     };
     let total = report.total();
+    // {"reference id": rows changed}: softfk_status's recent rows per second.
+    let rows_by_reference = serde_json::Value::Object(
+        report
+            .rows
+            .iter()
+            .map(|(id, touched)| (id.to_string(), touched.rows.total().into()))
+            .collect(),
+    );
     as_extension_owner(|| {
         Spi::run_with_args(
             "UPDATE softfk.purge_run
                 SET status = $2, finished_at = clock_timestamp(), batches = $3, keys_purged = $4,
-                    rows_deleted = $5, rows_nulled = $6, rows_archived = $7, errors = $8
+                    rows_deleted = $5, rows_nulled = $6, rows_archived = $7, errors = $8,
+                    rows_by_reference = $9
               WHERE id = $1",
             &[
                 run_id.into(),
@@ -57,6 +66,7 @@ pub fn finish(run_id: i64, report: &RunReport) {
                 total.nulled.into(),
                 total.archived.into(),
                 JsonB(serde_json::Value::Array(report.errors.clone())).into(),
+                JsonB(rows_by_reference).into(),
             ],
         )
         .expect("writing softfk.purge_run")

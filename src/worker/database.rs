@@ -10,6 +10,7 @@ use pgrx::prelude::*;
 use super::shared::{self, State};
 use super::{check_signals, handle_signals, naptime, sleep};
 use crate::postgres::guc::{set_for_session, SAFE_SEARCH_PATH};
+use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
 use crate::postgres::spi::read_one;
 use crate::postgres::transaction::{in_transaction, Scope};
@@ -80,7 +81,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
         }
         let mut work_left = false;
         if !replica {
-            activity(c"purging");
+            process::report_activity(Some("pg_softfk purge: looking at the queue"));
             // (A queue row that keeps failing waits on its own backoff, src/purge/backoff.rs: it
             // neither fills the run log at every naptime nor slows the rest of the queue.)
             let make_room = || shared::asked_to_make_room(database);
@@ -96,7 +97,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
             }
             // Keys waiting for their final pass, or for a backoff: the worker stays for them.
             work_left = in_worker_transaction(queue_holds_keys);
-            activity(c"");
+            process::report_activity(None);
         }
         if work_left {
             last_work = Instant::now();
@@ -131,19 +132,6 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
                     .max(Duration::from_millis(10)),
             ),
         );
-    }
-}
-
-/// How the worker shows in pg_stat_activity: `purging`, or idle.
-fn activity(what: &std::ffi::CStr) {
-    // SAFETY: pgstat_report_activity copies the NUL-terminated string into shared memory.
-    unsafe {
-        let state = if what.is_empty() {
-            pg_sys::BackendState::STATE_IDLE
-        } else {
-            pg_sys::BackendState::STATE_RUNNING
-        };
-        pg_sys::pgstat_report_activity(state, what.as_ptr());
     }
 }
 
