@@ -3,7 +3,8 @@
 -- Purge workers that hold a database only while it has work (a pool, src/worker/), shown
 -- in softfk_status; DROP EXTENSION refused while the archive holds rows; softfk_restore for
 -- a key of any type; softfk_revert(..., on_delete => ...); softfk_status's pace, estimated
--- time to drain and why keys wait (softfk.horizon_holder, purge_run.rows_by_reference).
+-- time to drain and why keys wait (softfk.horizon_holder, purge_run.rows_by_reference); two
+-- partial indexes for the search for a ready queue row.
 -- Everything here is what a fresh install of 0.4.0 has (tests/tap/009_upgrade.pl compares
 -- the two).
 
@@ -127,6 +128,12 @@ CREATE EVENT TRIGGER softfk_keep_archive ON ddl_command_start
     EXECUTE FUNCTION softfk.keep_archive();
 
 ALTER TABLE softfk.purge_run ADD COLUMN rows_by_reference jsonb NOT NULL DEFAULT '{}';
+
+-- The search for a ready row (src/purge/queue.rs): rows before their first pass, oldest
+-- first; rows through it whose horizon has passed. Rows waiting for their final pass (a long
+-- transaction holds the horizon) are in neither scan's way.
+CREATE INDEX deletion_first_pass ON softfk.deletion (id) WHERE NOT final_pass;
+CREATE INDEX deletion_final_pass ON softfk.deletion (final_after, id) WHERE final_pass;
 
 -- Who holds the final passes back: the oldest transaction still running in the cluster, if it
 -- began before `final_after` (the next transaction id at a key's first pass). Named as

@@ -49,6 +49,11 @@ CREATE TABLE softfk.deletion (
 );
 -- Dropping a registration deletes its queue rows (ON DELETE CASCADE) without a scan.
 CREATE INDEX deletion_reference_id ON softfk.deletion (reference_id) WHERE reference_id IS NOT NULL;
+-- The search for a ready row (src/purge/queue.rs): rows before their first pass, oldest
+-- first; rows through it whose horizon has passed. Rows waiting for their final pass (a long
+-- transaction holds the horizon) are in neither scan's way.
+CREATE INDEX deletion_first_pass ON softfk.deletion (id) WHERE NOT final_pass;
+CREATE INDEX deletion_final_pass ON softfk.deletion (final_after, id) WHERE final_pass;
 COMMENT ON TABLE softfk.deletion IS 'pg_softfk purge queue: deleted parent keys whose child rows are not purged yet';
 SELECT pg_catalog.pg_extension_config_dump('softfk.deletion', '');
 SELECT pg_catalog.pg_extension_config_dump('softfk.deletion_id_seq', '');

@@ -150,6 +150,7 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
         Mode::Worker => Backoff::waiting(),
         Mode::Function => Vec::new(),
     };
+    in_transaction(mode, queue::adopt_rows_of_other_clusters).unwrap_or_else(|e| e.rethrow());
     // The worker logs a run only when there is work; an explicit softfk_purge() always.
     if mode == Mode::Worker
         && !in_transaction(mode, || queue::work_is_ready(&failed_entries))

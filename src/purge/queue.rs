@@ -100,14 +100,36 @@ pub fn work_is_ready(waiting: &[i64]) -> bool {
 }
 
 /// A queue row is ready when it has not had its first pass, or when every transaction that
-/// was running at its first pass has ended (`$1`: the horizon), or when its first pass ran
-/// in another cluster (restored from a dump: its transaction ids are not this cluster's,
-/// and every transaction of that cluster has ended).
-fn ready() -> String {
-    format!(
-        "(NOT d.final_pass OR d.final_after <= $1::text::xid8 OR d.xid_cluster <> {})",
-        this_cluster()
-    )
+/// was running at its first pass has ended (`$1`: the horizon). Rows whose first pass ran in
+/// another cluster have been made ready by [`adopt_rows_of_other_clusters`]. Two partial
+/// indexes serve exactly these two halves (sql/purge.sql), so that rows waiting for their
+/// final pass cost nothing to the search for a ready one.
+fn ready() -> &'static str {
+    "(NOT d.final_pass OR (d.final_pass AND d.final_after <= $1::text::xid8))"
+}
+
+/// Rows restored from a dump of another cluster, through their first pass there, are ready
+/// for their final pass at once: every transaction of that cluster has ended. Run at the start
+/// of each run (one scan of the queue, not one per batch). Looked for first, read-only: an
+/// UPDATE run through SPI takes a transaction id even when it changes nothing, and an idle
+/// worker must not consume one at every naptime.
+pub fn adopt_rows_of_other_clusters() {
+    as_extension_owner(|| {
+        let cluster = this_cluster();
+        let found = read_one::<bool>(
+            "SELECT EXISTS (SELECT FROM softfk.deletion WHERE final_pass AND xid_cluster <> $1)",
+            &[cluster.into()],
+        )
+        .unwrap_or(false);
+        if found {
+            Spi::run_with_args(
+                "UPDATE softfk.deletion SET final_after = '0'::xid8, xid_cluster = $1
+                  WHERE final_pass AND xid_cluster <> $1",
+                &[cluster.into()],
+            )
+            .expect("updating softfk.deletion");
+        }
+    });
 }
 
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
