@@ -37,13 +37,6 @@ __all__ = [
 ]
 
 
-def _applies(operation, schema_editor, app_label, model_name, state):
-    if schema_editor.connection.vendor != "postgresql":
-        return False
-    model = state.apps.get_model(app_label, model_name)
-    return operation.allow_migrate_model(schema_editor.connection.alias, model)
-
-
 def _reference(app_label, model_name, name, state):
     """(model, field) of a many-to-one / one-to-one field in a migration state."""
     model = state.apps.get_model(app_label, model_name)
@@ -196,26 +189,47 @@ class CreateExtension(Operation):
         return "create_extension_pg_softfk"
 
 
-class AddSoftReference(Operation):
+class _FieldOperation(Operation):
+    """An operation on one foreign key field, ``model_name.name``: what the three field
+    operations share."""
+
+    reversible = True
+
+    def __init__(self, model_name, name, on_delete=None):
+        self.model_name = model_name
+        self.name = name
+        self.on_delete = on_delete
+
+    def _field(self, app_label, schema_editor, state):
+        """(model, field) in ``state``, or None where the operation does not apply (not
+        PostgreSQL, or the router keeps the model out of this database)."""
+        if schema_editor.connection.vendor != "postgresql":
+            return None
+        model = state.apps.get_model(app_label, self.model_name)
+        if not self.allow_migrate_model(schema_editor.connection.alias, model):
+            return None
+        return _reference(app_label, self.model_name, self.name, state)
+
+    def _fragment(self, prefix):
+        return "%s_%s_%s" % (prefix, self.model_name.lower(), self.name.lower())
+
+
+class AddSoftReference(_FieldOperation):
     """Registers ``model_name.name`` (a ``db_constraint=False`` foreign key) as a soft reference
     to the related model's table and column (``softfk_add``). ``on_delete`` defaults to the
     field's: CASCADE -> 'cascade', SET_NULL -> 'set null', DO_NOTHING -> 'no action' (pass
     'archive' or 'cascade' to have the purge act); PROTECT, RESTRICT, SET_DEFAULT and SET(...)
     need an explicit ``on_delete``. The migration state does not change."""
 
-    reversible = True
-
     def __init__(self, model_name, name, on_delete=None, validate="deferred"):
-        self.model_name = model_name
-        self.name = name
-        self.on_delete = on_delete
+        super().__init__(model_name, name, on_delete)
         self.validate = validate
 
     def state_forwards(self, app_label, state):
         pass
 
-    def _resolve(self, app_label, state):
-        model, field = _reference(app_label, self.model_name, self.name, state)
+    def _action(self, app_label, model, field):
+        """The soft on_delete to register, after checking the field and the arguments."""
         if field.db_constraint:
             raise SoftFKError(
                 "AddSoftReference for %s: the field has a database constraint "
@@ -230,12 +244,14 @@ class AddSoftReference(Operation):
                 "AddSoftReference(validate=%r) for %s: validate must be one of %s."
                 % (self.validate, _label(app_label, model, field), ", ".join(VALIDATE_MODES))
             )
-        return model, field, action
+        return action
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
-        model, field, action = self._resolve(app_label, to_state)
+        model, field = target
+        action = self._action(app_label, model, field)
         connection = schema_editor.connection
         parent = field.related_model
         schema_editor.execute(
@@ -252,10 +268,10 @@ class AddSoftReference(Operation):
         )
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
-        model, field = _reference(app_label, self.model_name, self.name, to_state)
-        connection = schema_editor.connection
+        model, field = target
         schema_editor.execute(
             "SELECT %s(%%s::regclass, %%s)" % _fn(schema_editor, "softfk_drop"),
             _args(schema_editor, model, field),
@@ -270,10 +286,10 @@ class AddSoftReference(Operation):
 
     @property
     def migration_name_fragment(self):
-        return "softfk_%s_%s" % (self.model_name.lower(), self.name.lower())
+        return self._fragment("softfk")
 
 
-class AdoptForeignKey(Operation):
+class AdoptForeignKey(_FieldOperation):
     """Replaces the native foreign key of ``model_name.name`` by a soft reference
     (``softfk_adopt``, then ``softfk_alter`` to the field's on_delete, in one transaction). State:
     the field becomes ``db_constraint=False`` (write that in the model too).
@@ -282,28 +298,23 @@ class AdoptForeignKey(Operation):
     constraint back as it was; the procedure commits, so the migration must say
     ``atomic = False``."""
 
-    reversible = True
-
-    def __init__(self, model_name, name, on_delete=None):
-        self.model_name = model_name
-        self.name = name
-        self.on_delete = on_delete
-
     def state_forwards(self, app_label, state):
         _alter_state_db_constraint(state, app_label, self.model_name, self.name, False)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
-        model, field = _reference(app_label, self.model_name, self.name, to_state)
+        model, field = target
         action = _soft_action(app_label, model, field, self.on_delete, "AdoptForeignKey")
         _adopt(schema_editor, model, field, action)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
         _refuse_atomic(schema_editor, "Reversing AdoptForeignKey")
-        model, field = _reference(app_label, self.model_name, self.name, to_state)
+        model, field = target
         # Django creates its foreign keys without ON DELETE (NO ACTION): put that one back.
         _revert(schema_editor, model, field, "no action")
 
@@ -312,10 +323,10 @@ class AdoptForeignKey(Operation):
 
     @property
     def migration_name_fragment(self):
-        return "adopt_%s_%s" % (self.model_name.lower(), self.name.lower())
+        return self._fragment("adopt")
 
 
-class RevertForeignKey(Operation):
+class RevertForeignKey(_FieldOperation):
     """Puts a native foreign key back in place of the soft reference on ``model_name.name``
     (``CALL softfk_revert``). The native key's ON DELETE is ``on_delete`` when given
     ('cascade', 'set null', 'no action', 'restrict'), else the field's: CASCADE -> 'cascade',
@@ -323,28 +334,23 @@ class RevertForeignKey(Operation):
     exactly the constraint Django itself creates). State: ``db_constraint=True``. The migration
     must say ``atomic = False``. Reverse: ``AdoptForeignKey``."""
 
-    reversible = True
-
-    def __init__(self, model_name, name, on_delete=None):
-        self.model_name = model_name
-        self.name = name
-        self.on_delete = on_delete
-
     def state_forwards(self, app_label, state):
         _alter_state_db_constraint(state, app_label, self.model_name, self.name, True)
 
     def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
         _refuse_atomic(schema_editor, "RevertForeignKey")
-        model, field = _reference(app_label, self.model_name, self.name, to_state)
+        model, field = target
         native = _native_action(app_label, model, field, self.on_delete, "RevertForeignKey")
         _revert(schema_editor, model, field, native)
 
     def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if not _applies(self, schema_editor, app_label, self.model_name, to_state):
+        target = self._field(app_label, schema_editor, to_state)
+        if target is None:
             return
-        model, field = _reference(app_label, self.model_name, self.name, to_state)
+        model, field = target
         action = _soft_action(app_label, model, field, None, "Reversing RevertForeignKey")
         _adopt(schema_editor, model, field, action)
 
@@ -356,4 +362,4 @@ class RevertForeignKey(Operation):
 
     @property
     def migration_name_fragment(self):
-        return "revert_%s_%s" % (self.model_name.lower(), self.name.lower())
+        return self._fragment("revert")
