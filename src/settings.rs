@@ -23,6 +23,8 @@ pub static ORPHANS_ON_ADD: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// `pg_softfk.rows_per_statement`.
 pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// `pg_softfk.batch_delay`, in milliseconds.
+pub static BATCH_DELAY: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// `pg_softfk.lock_timeout`, in milliseconds.
 pub static LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// `pg_softfk.statement_timeout`, in milliseconds.
@@ -93,13 +95,25 @@ pub fn define() {
     GucRegistry::define_int_guc(
         c"pg_softfk.rows_per_statement",
         c"About how many child rows one purge statement deletes, nulls or archives.",
-        c"A batch's keys are split into statements by the child column's statistics (the rows of \
-          one key are never split). A TRUNCATE or sweep takes at most this many per statement.",
+        c"A batch's keys are split into statements by the child column's statistics. A key \
+          with more rows (a bot account's) is purged this many rows per batch, taking turns \
+          with the keys queued after it. A TRUNCATE or sweep takes this many keys per statement.",
         &ROWS_PER_STATEMENT,
         1,
         100_000_000,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.batch_delay",
+        c"How long the purge worker pauses after each batch.",
+        c"Trades drain speed for the application's: during a large backlog, each pause leaves \
+          the machine to the foreground. 0 purges at full speed.",
+        &BATCH_DELAY,
+        0,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
     GucRegistry::define_int_guc(
         c"pg_softfk.lock_timeout",

@@ -45,12 +45,15 @@ impl Reference {
     /// read the parent: `softfk.absent_keys` (src/purge/parent_check.rs, [`Reference::absent_keys_sql`])
     /// filters the keys as the extension's owner under the statement's own snapshot, so a key
     /// re-created before that snapshot is never purged. 'archive' returns the rows it deleted
-    /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes.
+    /// (key, row as jsonb). The caller bounds a statement by the number of keys it passes,
+    /// and the first pass and the locking-first final pass also by `$2` (bigint) rows: one
+    /// key can hold millions of rows (a bot account), and no statement may take minutes.
     ///
-    /// A first pass chooses and locks the rows `FOR UPDATE SKIP LOCKED` in a sub-select, then
-    /// changes them by ctid: rows other transactions hold are left for the final pass, and so
-    /// are rows changed by transactions that committed after the statement's snapshot (the
-    /// lock returns the new version's ctid, which that snapshot does not see).
+    /// A first pass chooses and locks at most `$2` rows `FOR UPDATE SKIP LOCKED` in a
+    /// sub-select, then changes them by ctid: rows other transactions hold are left for the
+    /// final pass, and so are rows changed by transactions that committed after the
+    /// statement's snapshot (the lock returns the new version's ctid, which that snapshot does
+    /// not see).
     ///
     /// The final pass joins the keys directly and waits for row locks itself. A wait is where
     /// a parent can come back: the transaction holding the row may re-create the parent key
@@ -58,10 +61,13 @@ impl Reference {
     /// re-evaluates the row's own conditions, not `absent_keys`, computed once under the
     /// statement's snapshot. The engine therefore asks `absent_keys` again after the
     /// statement (src/purge/); if a key came back, the batch is rolled back and its final
-    /// pass runs locking first ([`Pass::FinalLockingFirst`]): `lock` takes the rows
+    /// pass runs locking first ([`Pass::FinalLockingFirst`]): `lock` takes at most `$2` rows
     /// (`FOR UPDATE`, waiting) and returns their ctids, and `act`, under a snapshot taken
     /// after every wait, changes those rows (`$2`, tid[]) whose key is still absent. Nobody
-    /// can change a row between the two: we hold its lock.
+    /// can change a row between the two: we hold its lock. The plain final pass cannot be
+    /// bounded (a row limit needs ctids, and a ctid chosen under the statement's snapshot
+    /// misses a row updated meanwhile): a key known to hold many rows takes its final pass
+    /// locking first.
     ///
     /// ```sql
     /// -- final pass (cascade)
@@ -72,7 +78,7 @@ impl Reference {
     /// SELECT array_agg(l.ctid)::pg_catalog.text[] FROM (
     ///   SELECT c.ctid FROM unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
     ///     JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
-    ///      FOR UPDATE OF c) l
+    ///    LIMIT $2::pg_catalog.int8 FOR UPDATE OF c) l
     /// -- locking first: act
     /// DELETE FROM ONLY app.enrollment c
     ///  USING unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
@@ -93,14 +99,15 @@ impl Reference {
                 "",
                 &format!(
                     "c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
-                                          FOR UPDATE OF c SKIP LOCKED))"
+                                          LIMIT $2::pg_catalog.int8 FOR UPDATE OF c SKIP LOCKED))"
                 ),
             )),
             Pass::Final => PurgeSql::One(self.action_sql(leaf, &keys, &key_matches)),
             Pass::FinalLockingFirst => PurgeSql::LockThenAct {
                 lock: format!(
                     "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[] FROM \
-                       (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} FOR UPDATE OF c) l"
+                       (SELECT c.ctid FROM {keys} JOIN ONLY {leaf} c ON {key_matches} \
+                         LIMIT $2::pg_catalog.int8 FOR UPDATE OF c) l"
                 ),
                 act: self.action_sql(
                     leaf,
@@ -187,6 +194,19 @@ impl Reference {
             Some(cast) => format!("({column})::{cast}"),
             None => column,
         }
+    }
+
+    /// Which of the keys `$1` (text[], read as the parent key's type) still have a row in
+    /// `leaf`, as text[]: after a first-pass statement reached its row limit, the keys with
+    /// more to purge.
+    pub fn keys_with_rows_sql(&self, leaf: &str) -> String {
+        format!(
+            "SELECT pg_catalog.array_agg(k.key) FROM pg_catalog.unnest($1::pg_catalog.text[]) AS k (key) \
+              WHERE EXISTS (SELECT FROM ONLY {leaf} c WHERE k.key::{parent_type} OPERATOR({op}) {key})",
+            parent_type = self.parent_type,
+            op = self.operator,
+            key = self.child_key(),
+        )
     }
 
     /// One row of `orphan_report()`: counts and the first ten distinct orphan keys.
@@ -322,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn a_first_pass_skips_rows_others_hold_and_changes_the_rest_by_ctid() {
+    fn a_first_pass_skips_rows_others_hold_and_changes_at_most_2_dollar_rows_by_ctid() {
         let sql = one(enrollment(OnDelete::Cascade).purge_sql("app.enrollment", Pass::First));
         assert_eq!(
             sql,
@@ -331,7 +351,7 @@ mod tests {
                   WHERE c.ctid OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT c.ctid
                           FROM pg_catalog.unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
                           JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
-                           FOR UPDATE OF c SKIP LOCKED))"
+                         LIMIT $2::pg_catalog.int8 FOR UPDATE OF c SKIP LOCKED))"
             )
         );
     }
@@ -351,7 +371,7 @@ mod tests {
     }
 
     #[test]
-    fn a_final_pass_locking_first_locks_the_rows_then_acts_on_those_still_orphaned() {
+    fn a_final_pass_locking_first_locks_at_most_2_dollar_rows_then_acts_on_those_still_orphaned() {
         let PurgeSql::LockThenAct { lock, act } =
             enrollment(OnDelete::Cascade).purge_sql("app.enrollment", Pass::FinalLockingFirst)
         else {
@@ -364,7 +384,7 @@ mod tests {
                    (SELECT c.ctid
                       FROM pg_catalog.unnest(softfk.absent_keys(7, $1)::pg_catalog.int4[]) AS k (key)
                       JOIN ONLY app.enrollment c ON k.key OPERATOR(pg_catalog.=) c.user_id
-                       FOR UPDATE OF c) l"
+                     LIMIT $2::pg_catalog.int8 FOR UPDATE OF c) l"
             )
         );
         assert_eq!(

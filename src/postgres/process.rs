@@ -1,5 +1,7 @@
 //! Facts about this backend process, read from PostgreSQL's process globals.
 
+use std::time::{Duration, Instant};
+
 use pgrx::pg_sys;
 
 /// The database this process is connected to.
@@ -57,4 +59,37 @@ pub fn report_activity(activity: Option<&str>) {
     };
     // SAFETY: pgstat_report_activity copies the NUL-terminated string into shared memory.
     unsafe { pg_sys::pgstat_report_activity(state, text.as_ptr()) }
+}
+
+/// Wait for `duration` whatever sets the latch meanwhile (a throttle, not a nap): interrupts
+/// are served (SIGTERM ends the process), and a latch set during the wait is set again at
+/// its end, so that no wake-up is lost.
+pub fn pause(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    let mut woken = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        // SAFETY: waits on this process's own latch and resets it, as a worker's loop does;
+        // the interrupt check runs outside any critical section.
+        unsafe {
+            let events = pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                left.as_millis().max(1) as std::ffi::c_long,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            if events & pg_sys::WL_LATCH_SET as i32 != 0 {
+                pg_sys::ResetLatch(pg_sys::MyLatch);
+                woken = true;
+            }
+            pg_sys::check_for_interrupts!();
+        }
+    }
+    if woken {
+        // SAFETY: sets this process's own latch.
+        unsafe { pg_sys::SetLatch(pg_sys::MyLatch) }
+    }
 }

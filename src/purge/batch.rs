@@ -93,6 +93,7 @@ pub fn run(
     let mut rows = BTreeMap::new();
     let mut failures = Vec::new();
     let mut hit_limit = false;
+    let mut unfinished = BTreeSet::new();
     let references: Vec<_> = as_extension_owner(|| {
         reference::load_each(Which::Parent(entry.parent, &entry.parent_column))
     })
@@ -141,7 +142,7 @@ pub fn run(
             }
             Ok(reference) => Ok(purge_reference(reference, &entry)),
         };
-        let (changed, limited) = match outcome {
+        let purged = match outcome {
             Ok(done) => done,
             Err((message, sqlstate)) => {
                 let handed_to = as_extension_owner(|| queue::hand_over(&entry, id));
@@ -163,7 +164,8 @@ pub fn run(
         let Ok(reference) = loaded else {
             unreachable!("an unusable reference purges nothing")
         };
-        hit_limit |= limited;
+        hit_limit |= purged.hit_limit;
+        unfinished.extend(purged.unfinished);
         rows.insert(
             reference.id,
             Touched {
@@ -171,7 +173,7 @@ pub fn run(
                 child_column: reference.child_column.clone(),
                 parent: reference.parent_oid,
                 on_delete: reference.on_delete,
-                rows: changed,
+                rows: purged.rows,
             },
         );
     }
@@ -182,6 +184,11 @@ pub fn run(
         None => !hit_limit,
     };
     as_extension_owner(|| {
+        // Keys with more rows than a statement purges go on in a queue row of their own, at
+        // the back of the queue: the keys queued after them are purged first.
+        if !unfinished.is_empty() {
+            queue::split_off(&entry, &unfinished, next);
+        }
         queue::finish_batch(&entry, pass_complete, next);
         run_log::add_totals(&rows);
     });
@@ -213,15 +220,27 @@ fn child_search_path() -> String {
     schemas.join(", ")
 }
 
+/// What one reference's statements did in a batch.
+struct Purged {
+    rows: Rows,
+    /// A whole-table entry: some statement hit the row limit, there may be more.
+    hit_limit: bool,
+    /// A keyed entry: keys whose statement reached its row limit and that still hold rows,
+    /// for a queue row of their own at the back of the queue (run()).
+    unfinished: BTreeSet<String>,
+}
+
 /// Apply one reference's action for the entry's keys, in the child and each of its leaf
-/// partitions. Returns the rows changed, and whether some statement hit the row limit (for a
-/// whole-table entry, there may be more).
-fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
+/// partitions.
+fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
     let limit = ROWS_PER_STATEMENT.get();
     let owner = table_owner(reference.child_oid);
     let _check = ParentCheck::prepare(reference, owner);
-    let mut rows = Rows::default();
-    let mut hit_limit = false;
+    let mut purged = Purged {
+        rows: Rows::default(),
+        hit_limit: false,
+        unfinished: BTreeSet::new(),
+    };
     let lock_timeout = LOCK_TIMEOUT.get().to_string();
     let search_path = child_search_path();
     // Set for each statement, and every setting the child's triggers change thrown away at
@@ -234,12 +253,12 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
         intervalstyle,
         float_digits,
     ];
+    let pass = match (entry.final_pass, entry.locking_first) {
+        (false, _) => Pass::First,
+        (true, false) => Pass::Final,
+        (true, true) => Pass::FinalLockingFirst,
+    };
     for leaf in as_extension_owner(|| leaves(reference)) {
-        let pass = match (entry.final_pass, entry.locking_first) {
-            (false, _) => Pass::First,
-            (true, false) => Pass::Final,
-            (true, true) => Pass::FinalLockingFirst,
-        };
         // The worker's pg_stat_activity row says which child and batch it is at (a user's
         // softfk_purge() leaves the caller's query text alone).
         if process::is_background_worker() {
@@ -257,15 +276,16 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 if entry.final_pass { "final" } else { "first" },
             )));
         }
-        let sql = reference.purge_sql(&leaf, pass);
         // The statement runs with the rights of the child's owner, as core's cascades do: its
         // triggers, defaults and constraints never run with more rights than that owner has.
         // As a restricted operation (as VACUUM runs index functions): they can create no
         // session state (temporary tables, prepared statements, held cursors, LISTEN, SET
         // ROLE) that would outlive the statement in the worker's long-lived session.
-        let mut run = |keys: &[String]| {
-            let changed =
-                as_table_owner(owner, || with_settings(&settings, || execute(&sql, keys)));
+        let mut run = |pass: Pass, keys: &[String], rows_at_most: Option<i32>| {
+            let sql = reference.purge_sql(&leaf, pass);
+            let changed = as_table_owner(owner, || {
+                with_settings(&settings, || execute(&sql, keys, rows_at_most))
+            });
             if !worker_still_holds_run_lock() {
                 error(
                     PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
@@ -287,25 +307,53 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 .raise();
             }
             match reference.on_delete {
-                OnDelete::SetNull => rows.nulled += changed.count,
+                OnDelete::SetNull => purged.rows.nulled += changed.count,
                 OnDelete::Archive => {
                     as_extension_owner(|| archive(reference, &changed.archived));
-                    rows.archived += changed.count;
+                    purged.rows.archived += changed.count;
                 }
-                OnDelete::Cascade | OnDelete::NoAction => rows.deleted += changed.count,
+                OnDelete::Cascade | OnDelete::NoAction => purged.rows.deleted += changed.count,
             }
-            changed.count
+            changed
         };
         match &entry.keys {
             Some(keys) => {
                 // Keys per statement: about `limit` rows' worth, judged from the column's
-                // statistics (one key's rows are never split).
-                let rows_per_key =
-                    as_extension_owner(|| rows_per_key(&leaf, &reference.child_column));
-                let per_statement =
-                    (f64::from(limit) / rows_per_key).clamp(1.0, keys.len().max(1) as f64) as usize;
+                // statistics. A key with more rows than that (a bot account's) is purged
+                // `limit` rows per batch, and goes to the back of the queue between batches,
+                // so that the users deleted after it do not wait for it.
+                let statistics =
+                    as_extension_owner(|| KeyStatistics::read(&leaf, &reference.child_column));
+                let per_statement = (f64::from(limit) / statistics.rows_per_key)
+                    .clamp(1.0, keys.len().max(1) as f64)
+                    as usize;
                 for chunk in keys.chunks(per_statement) {
-                    run(chunk);
+                    if pass == Pass::First {
+                        if run(pass, chunk, Some(limit)).reached_limit {
+                            let left = as_table_owner(owner, || {
+                                with_settings(&settings, || keys_with_rows(reference, &leaf, chunk))
+                            });
+                            remember_big_keys(&left);
+                            purged.unfinished.extend(left);
+                        }
+                        continue;
+                    }
+                    // The plain final pass cannot be bounded: a key known to hold many rows
+                    // takes it locking first, `limit` rows at a time.
+                    let (big, small): (Vec<String>, Vec<String>) = chunk
+                        .iter()
+                        .cloned()
+                        .partition(|key| statistics.is_big(key, limit) || is_big_key(key));
+                    if !small.is_empty() {
+                        run(pass, &small, None);
+                    }
+                    for key in big {
+                        let key = [key];
+                        if run(Pass::FinalLockingFirst, &key, Some(limit)).reached_limit {
+                            let [key] = key;
+                            purged.unfinished.insert(key);
+                        }
+                    }
                 }
             }
             None => {
@@ -323,7 +371,8 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                 // A round that finds the very keys the last one purged made no progress: in a
                 // first pass, rows others hold (left to the final pass); in the final pass,
                 // which waits for them, a trigger on the child that keeps the key — an error,
-                // not an endless loop.
+                // not an endless loop. (A round's statements are not bounded in rows: the
+                // same keys found again would be progress.)
                 if !orphan_keys.is_empty() {
                     let round = (entry.id, reference.id, leaf.clone());
                     let same_as_last =
@@ -341,15 +390,43 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> (Rows, bool) {
                         .detail("A trigger on the table may keep the key column as it was.")
                         .raise();
                     }
-                    if run(&orphan_keys) > 0 {
-                        hit_limit = true;
+                    if run(pass, &orphan_keys, None).count > 0 {
+                        purged.hit_limit = true;
                         LAST_ROUND.with_borrow_mut(|last| last.insert(round, orphan_keys));
                     }
                 }
             }
         }
     }
-    (rows, hit_limit)
+    purged
+}
+
+/// Which of `keys` still have rows in `leaf` (as the child's owner).
+fn keys_with_rows(reference: &Reference, leaf: &str, keys: &[String]) -> Vec<String> {
+    read_one::<Vec<String>>(&reference.keys_with_rows_sql(leaf), &[keys.to_vec().into()])
+        .unwrap_or_default()
+}
+
+/// Keys this process found holding more rows than a statement purges, so that their final
+/// pass is bounded even when the column's statistics do not know them yet. Bounded: a
+/// forgotten key costs only a slower final pass.
+const BIG_KEYS_REMEMBERED: usize = 10_000;
+
+thread_local! {
+    static BIG_KEYS: RefCell<BTreeSet<String>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+fn remember_big_keys(keys: &[String]) {
+    BIG_KEYS.with_borrow_mut(|big| {
+        if big.len() + keys.len() > BIG_KEYS_REMEMBERED {
+            big.clear();
+        }
+        big.extend(keys.iter().cloned());
+    });
+}
+
+fn is_big_key(key: &str) -> bool {
+    BIG_KEYS.with_borrow(|big| big.contains(key))
 }
 
 /// Whether one of `keys` (all absent when queued) has a row in the reference's parent now,
@@ -393,21 +470,70 @@ fn leaves(reference: &Reference) -> Vec<String> {
         .collect()
 }
 
-/// The average number of rows per key value in `leaf`.`column`, from its statistics (1 when
-/// it has none: never analyzed).
-fn rows_per_key(leaf: &str, column: &str) -> f64 {
-    read_one::<f64>(
-        "SELECT (SELECT CASE WHEN s.stadistinct > 0 THEN greatest(c.reltuples, 1) / s.stadistinct
-                             WHEN s.stadistinct < 0 THEN -1 / s.stadistinct END::float8
-                   FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2
-                   JOIN pg_catalog.pg_statistic s
-                     ON s.starelid = c.oid AND s.staattnum = a.attnum AND NOT s.stainherit
-                  WHERE c.oid = $1::pg_catalog.regclass)",
-        &[leaf.into(), column.into()],
-    )
-    .filter(|rows| rows.is_finite() && *rows >= 1.0)
-    .unwrap_or(1.0)
+/// What the planner's statistics say about a leaf's key column: the average number of rows
+/// per key value (1 when it has none: never analyzed), and the most common keys with the
+/// number of rows each is estimated to hold, as text written with the key text settings.
+struct KeyStatistics {
+    rows_per_key: f64,
+    common: HashMap<String, f64>,
+}
+
+impl KeyStatistics {
+    fn read(leaf: &str, column: &str) -> KeyStatistics {
+        let (rows_per_key, common_keys, common_rows) = with_settings(&KEY_TEXT_SETTINGS, || {
+            Spi::connect(|client| {
+                let row = client
+                    .select(
+                        "SELECT CASE WHEN s.stadistinct > 0 THEN greatest(c.reltuples, 1) / s.stadistinct
+                                     WHEN s.stadistinct < 0 THEN -1 / s.stadistinct END::float8,
+                                -- The most common values (stakind 1), in whichever slot holds them.
+                                (CASE 1 WHEN s.stakind1 THEN s.stavalues1 WHEN s.stakind2 THEN s.stavalues2
+                                        WHEN s.stakind3 THEN s.stavalues3 WHEN s.stakind4 THEN s.stavalues4
+                                        WHEN s.stakind5 THEN s.stavalues5 END)::text::text[],
+                                ARRAY(SELECT f * greatest(c.reltuples, 0)
+                                        FROM unnest(CASE 1 WHEN s.stakind1 THEN s.stanumbers1
+                                                           WHEN s.stakind2 THEN s.stanumbers2
+                                                           WHEN s.stakind3 THEN s.stanumbers3
+                                                           WHEN s.stakind4 THEN s.stanumbers4
+                                                           WHEN s.stakind5 THEN s.stanumbers5 END) AS f)::float8[]
+                           FROM pg_catalog.pg_class c
+                           JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attname = $2
+                           JOIN pg_catalog.pg_statistic s
+                             ON s.starelid = c.oid AND s.staattnum = a.attnum AND NOT s.stainherit
+                          WHERE c.oid = $1::pg_catalog.regclass",
+                        None,
+                        &[leaf.into(), column.into()],
+                    )
+                    .expect("reading pg_statistic");
+                if row.is_empty() {
+                    return (None, None, None);
+                }
+                let row = row.first();
+                (
+                    row.get::<f64>(1).unwrap(),
+                    row.get::<Vec<String>>(2).unwrap(),
+                    row.get::<Vec<f64>>(3).unwrap(),
+                )
+            })
+        });
+        KeyStatistics {
+            rows_per_key: rows_per_key
+                .filter(|rows| rows.is_finite() && *rows >= 1.0)
+                .unwrap_or(1.0),
+            common: common_keys
+                .unwrap_or_default()
+                .into_iter()
+                .zip(common_rows.unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    /// Whether `key` is estimated to hold more than `limit` rows.
+    fn is_big(&self, key: &str, limit: i32) -> bool {
+        self.common
+            .get(key)
+            .is_some_and(|rows| *rows > f64::from(limit))
+    }
 }
 
 /// What one purge statement did: rows changed, and for 'archive' the rows it deleted as
@@ -415,10 +541,14 @@ fn rows_per_key(leaf: &str, column: &str) -> f64 {
 struct Changed {
     count: i64,
     archived: Vec<(String, String)>,
+    /// It chose as many rows as it was allowed to: the keys may hold more.
+    reached_limit: bool,
 }
 
-/// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]).
-fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
+/// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]), on at most
+/// `rows_at_most` rows (a first pass, or a final pass locking first).
+fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Changed {
+    let limit = rows_at_most.map(i64::from);
     let timeout = if process::is_background_worker() {
         STATEMENT_TIMEOUT.get()
     } else {
@@ -429,6 +559,7 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
         let mut changed = Changed {
             count: 0,
             archived: Vec::new(),
+            reached_limit: false,
         };
         let mut take = |result: pgrx::spi::SpiTupleTable| {
             changed.count += result.len() as i64;
@@ -446,21 +577,23 @@ fn execute(sql: &PurgeSql, keys: &[String]) -> Changed {
                 let _armed = armed();
                 take(
                     client
-                        .update(statement, None, &[keys.to_vec().into()])
+                        .update(statement, None, &[keys.to_vec().into(), limit.into()])
                         .expect("running a purge statement"),
                 );
+                changed.reached_limit = limit.is_some_and(|limit| changed.count >= limit);
             }
             PurgeSql::LockThenAct { lock, act } => {
                 let locked = {
                     let _armed = armed();
                     client
-                        .update(lock, None, &[keys.to_vec().into()])
+                        .update(lock, None, &[keys.to_vec().into(), limit.into()])
                         .expect("locking the rows of a final purge pass")
                         .first()
                         .get::<Vec<String>>(1)
                         .expect("reading the locked rows")
                         .unwrap_or_default()
                 };
+                changed.reached_limit = limit.is_some_and(|limit| locked.len() as i64 >= limit);
                 if !locked.is_empty() {
                     let _armed = armed();
                     take(

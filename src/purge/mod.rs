@@ -22,6 +22,12 @@
 //! row locks (up to `pg_softfk.lock_timeout`). After it, a key checked by validation can gain no
 //! new child row. If nothing else was running when the first pass began, that pass is final.
 //!
+//! No statement takes more than about `pg_softfk.rows_per_statement` rows of one key: a key
+//! with more (a bot account's) is purged that many rows per batch, and between its batches
+//! goes to the back of the queue, so that the keys deleted after it are not held back.
+//! `pg_softfk.batch_delay` pauses the worker after each batch, to leave a busy machine to
+//! the application while a large backlog drains.
+//!
 //! A batch that fails on a lock or statement timeout is rolled back and retried with half the
 //! keys; one that still fails with a single key is left for the next run and logged.
 //!
@@ -47,6 +53,7 @@ mod run_lock;
 mod run_log;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -57,7 +64,7 @@ use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
 use crate::postgres::spi::read_one;
 use crate::postgres::transaction::{self, Failure, Scope};
-use crate::settings::PURGE_ON_SUBSCRIBER;
+use crate::settings::{BATCH_DELAY, PURGE_ON_SUBSCRIBER};
 use backoff::Backoff;
 pub use run_lock::end_worker_run;
 
@@ -188,6 +195,11 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
         match outcome {
             Ok(None) => break,
             Ok(Some(done)) => {
+                // The worker's throttle (pg_softfk.batch_delay): a pause after each batch.
+                let delay = BATCH_DELAY.get();
+                if mode == Mode::Worker && delay > 0 {
+                    process::pause(Duration::from_millis(delay as u64));
+                }
                 Backoff::succeeded(done.entry);
                 for failure in done.failures {
                     if let (Some(reference), Some(message)) =

@@ -2,7 +2,7 @@
 //! same parent column), handing a failing reference's keys over to rows of their own,
 //! marking keys done, and queueing sweeps.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use pgrx::prelude::*;
 
@@ -43,19 +43,7 @@ pub struct Entry {
 /// merged batch gives each row it merged a row of its own, so that one bad key waits alone.
 /// Returns the new rows' ids.
 pub fn hand_over(entry: &Entry, reference: i64) -> Vec<i64> {
-    let mut slices: Vec<(i64, Option<Vec<String>>)> = Vec::new();
-    match &entry.keys {
-        None => slices.push((entry.id, None)),
-        Some(keys) => {
-            let own = keys.len() - entry.merged.iter().map(|(_, n)| n).sum::<usize>();
-            let mut rest = keys[own..].iter().cloned();
-            slices.push((entry.id, Some(keys[..own].to_vec())));
-            for (id, n) in &entry.merged {
-                slices.push((*id, Some(rest.by_ref().take(*n).collect())));
-            }
-        }
-    }
-    slices
+    keys_by_row(entry)
         .into_iter()
         .flat_map(|(source, keys)| {
             Spi::connect_mut(|client| {
@@ -82,6 +70,57 @@ pub fn hand_over(entry: &Entry, reference: i64) -> Vec<i64> {
             })
         })
         .collect()
+}
+
+/// The batch's keys by the queue row they came from: the entry's own, then each merged
+/// row's (None: every key).
+fn keys_by_row(entry: &Entry) -> Vec<(i64, Option<Vec<String>>)> {
+    let Some(keys) = &entry.keys else {
+        return vec![(entry.id, None)];
+    };
+    let own = keys.len() - entry.merged.iter().map(|(_, n)| n).sum::<usize>();
+    let mut rest = keys[own..].iter().cloned();
+    let mut slices = vec![(entry.id, Some(keys[..own].to_vec()))];
+    for (id, n) in &entry.merged {
+        slices.push((*id, Some(rest.by_ref().take(*n).collect())));
+    }
+    slices
+}
+
+/// Some keys of a keyed batch hold more rows than its statements purged: they go on in new
+/// queue rows (one per row they came from, keeping its cause and time), behind every row
+/// queued so far, in the pass the batch is in, while the batch counts them as done. A final
+/// pass's new row is ready at once: the batch's own pass was (`next`: the horizon of a first
+/// pass found to be final, run()).
+pub fn split_off(entry: &Entry, keys: &BTreeSet<String>, next: u64) {
+    for (source, row_keys) in keys_by_row(entry) {
+        let unfinished: Vec<String> = row_keys
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|key| keys.contains(key))
+            .collect();
+        if unfinished.is_empty() {
+            continue;
+        }
+        Spi::run_with_args(
+            "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
+                                          deleted_at, final_pass, final_after, xid_cluster,
+                                          reference_id)
+             SELECT d.parent_table, d.parent_column, $2, d.cause, d.deleted_by, d.deleted_at,
+                    $3, CASE WHEN $3 THEN CASE WHEN d.final_pass AND d.xid_cluster = $5
+                                               THEN d.final_after ELSE $4::text::xid8 END END,
+                    $5, d.reference_id
+               FROM softfk.deletion d WHERE d.id = $1",
+            &[
+                source.into(),
+                unfinished.into(),
+                entry.final_pass.into(),
+                (next as i64).to_string().into(),
+                this_cluster().into(),
+            ],
+        )
+        .expect("queueing the keys a batch left unfinished");
+    }
 }
 
 /// Whether a queue row other than `waiting` ones is ready (see [`take_entry`]).
