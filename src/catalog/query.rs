@@ -129,9 +129,17 @@ impl Reference {
         };
         match self.on_delete {
             OnDelete::Cascade => format!("DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition}"),
-            OnDelete::SetNull => {
-                format!("UPDATE ONLY {leaf} c SET {column} = NULL {update_from} WHERE {condition}")
-            }
+            // One row: the rows changed, and how many of them still hold one of the keys `$1`
+            // (a BEFORE UPDATE trigger that keeps the key): a purge that would come back to
+            // them for ever reports them instead. A trigger that sets another key is fine.
+            OnDelete::SetNull => format!(
+                "WITH changed AS (UPDATE ONLY {leaf} c SET {column} = NULL {update_from} WHERE {condition} \
+                                  RETURNING {key} OPERATOR({op}) ANY ($1::pg_catalog.text[]::{parent_type}[]) AS kept) \
+                 SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE kept) FROM changed",
+                key = self.child_key(),
+                op = self.operator,
+                parent_type = self.parent_type,
+            ),
             // The rows go to the archive in a second statement, as the extension's owner.
             OnDelete::Archive => format!(
                 "DELETE FROM ONLY {leaf} c {delete_using} WHERE {condition} \
@@ -403,7 +411,14 @@ mod tests {
         let set_null = one(enrollment(OnDelete::SetNull).purge_sql("app.enrollment", Pass::Final));
         assert!(
             set_null.starts_with(
-                "UPDATE ONLY app.enrollment c SET user_id = NULL FROM pg_catalog.unnest("
+                "WITH changed AS (UPDATE ONLY app.enrollment c SET user_id = NULL FROM pg_catalog.unnest("
+            ),
+            "{set_null}"
+        );
+        assert!(
+            set_null.ends_with(
+                "RETURNING c.user_id OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]::pg_catalog.int4[]) AS kept) \
+                 SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE kept) FROM changed"
             ),
             "{set_null}"
         );

@@ -62,8 +62,9 @@ pub fn report_activity(activity: Option<&str>) {
 }
 
 /// Wait for `duration` whatever sets the latch meanwhile (a throttle, not a nap): interrupts
-/// are served (SIGTERM ends the process), and a latch set during the wait is set again at
-/// its end, so that no wake-up is lost.
+/// are served (SIGTERM ends the process), a reload of the configuration file is read, and a
+/// latch set during the wait is set again at its end, so that no wake-up is lost. Outside
+/// any transaction.
 pub fn pause(duration: Duration) {
     let deadline = Instant::now() + duration;
     let mut woken = false;
@@ -73,7 +74,7 @@ pub fn pause(duration: Duration) {
             break;
         }
         // SAFETY: waits on this process's own latch and resets it, as a worker's loop does;
-        // the interrupt check runs outside any critical section.
+        // the interrupt check and the reload run outside any transaction or critical section.
         unsafe {
             let events = pg_sys::WaitLatch(
                 pg_sys::MyLatch,
@@ -86,6 +87,11 @@ pub fn pause(duration: Duration) {
                 woken = true;
             }
             pg_sys::check_for_interrupts!();
+            // A reload (SIGHUP) is read now: it may change the very setting that paces this.
+            if pg_sys::ConfigReloadPending != 0 {
+                pg_sys::ConfigReloadPending = 0;
+                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+            }
         }
     }
     if woken {

@@ -34,6 +34,8 @@ thread_local! {
     pub static OWN_KEYS: Cell<Option<i32>> = const { Cell::new(None) };
     /// Whether the batch in progress purges several references.
     pub static MANY_REFERENCES: Cell<bool> = const { Cell::new(false) };
+    /// Whether the batch in progress is a final pass.
+    pub static FINAL_PASS: Cell<bool> = const { Cell::new(false) };
     /// Per (queue row, reference, leaf) of a whole-table purge: the orphan keys its last
     /// round purged, in this run.
     static LAST_ROUND: RefCell<HashMap<(i64, i64, String), Vec<String>>> =
@@ -66,6 +68,7 @@ pub fn run(
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
     MANY_REFERENCES.set(false);
+    FINAL_PASS.set(false);
     if !worker_still_holds_run_lock() {
         return None; // another run took over: this one ends
     }
@@ -84,6 +87,7 @@ pub fn run(
     if !entry.final_pass && entry.starts_pass && horizon_now >= next {
         entry.final_pass = true; // nothing else is running: this pass is the final one
     }
+    FINAL_PASS.set(entry.final_pass);
     let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
     CURRENT.set((entry.id, key_count, 0));
     if !entry.merged.is_empty() {
@@ -179,16 +183,18 @@ pub fn run(
     }
     CURRENT.set((entry.id, key_count, 0));
 
+    // Keys with more rows than a statement purges go on in a queue row of their own, at the
+    // back of the queue: the keys queued after them are purged first.
+    if !unfinished.is_empty() {
+        let moved = as_extension_owner(|| queue::split_off(&entry, &unfinished, next));
+        entry.done_after -= moved;
+        entry.total_keys -= moved;
+    }
     let pass_complete = match &entry.keys {
         Some(_) => entry.done_after >= entry.total_keys,
         None => !hit_limit,
     };
     as_extension_owner(|| {
-        // Keys with more rows than a statement purges go on in a queue row of their own, at
-        // the back of the queue: the keys queued after them are purged first.
-        if !unfinished.is_empty() {
-            queue::split_off(&entry, &unfinished, next);
-        }
         queue::finish_batch(&entry, pass_complete, next);
         run_log::add_totals(&rows);
     });
@@ -284,8 +290,22 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
         let mut run = |pass: Pass, keys: &[String], rows_at_most: Option<i32>| {
             let sql = reference.purge_sql(&leaf, pass);
             let changed = as_table_owner(owner, || {
-                with_settings(&settings, || execute(&sql, keys, rows_at_most))
+                with_settings(&settings, || {
+                    execute(&sql, reference.on_delete, keys, rows_at_most)
+                })
             });
+            if changed.kept > 0 {
+                error(
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    format!("purging {leaf} makes no progress: its orphan rows keep their keys"),
+                )
+                .detail(format!(
+                    "{} rows set to NULL still hold their key.",
+                    changed.kept
+                ))
+                .hint("A trigger on the table may keep the key column as it was.")
+                .raise();
+            }
             if !worker_still_holds_run_lock() {
                 error(
                     PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
@@ -327,15 +347,21 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                 let per_statement = (f64::from(limit) / statistics.rows_per_key)
                     .clamp(1.0, keys.len().max(1) as f64)
                     as usize;
-                for chunk in keys.chunks(per_statement) {
-                    if pass == Pass::First {
-                        if run(pass, chunk, Some(limit)).reached_limit {
-                            let left = as_table_owner(owner, || {
-                                with_settings(&settings, || keys_with_rows(reference, &leaf, chunk))
-                            });
+                // A statement of at most `limit` rows; the keys it left rows of are split off.
+                let mut purge = |pass: Pass, chunk: &[String], bounded: bool, big: bool| {
+                    if run(pass, chunk, bounded.then_some(limit)).reached_limit {
+                        let left = as_table_owner(owner, || {
+                            with_settings(&settings, || keys_with_rows(reference, &leaf, chunk))
+                        });
+                        if !big {
                             remember_big_keys(&left);
-                            purged.unfinished.extend(left);
                         }
+                        purged.unfinished.extend(left);
+                    }
+                };
+                for chunk in keys.chunks(per_statement) {
+                    if pass != Pass::Final {
+                        purge(pass, chunk, true, false);
                         continue;
                     }
                     // The plain final pass cannot be bounded: a key known to hold many rows
@@ -344,15 +370,11 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                         .iter()
                         .cloned()
                         .partition(|key| statistics.is_big(key, limit) || is_big_key(key));
-                    if !small.is_empty() {
-                        run(pass, &small, None);
-                    }
                     for key in big {
-                        let key = [key];
-                        if run(Pass::FinalLockingFirst, &key, Some(limit)).reached_limit {
-                            let [key] = key;
-                            purged.unfinished.insert(key);
-                        }
+                        purge(Pass::FinalLockingFirst, &[key], true, true);
+                    }
+                    if !small.is_empty() {
+                        purge(pass, &small, false, false);
                     }
                 }
             }
@@ -541,13 +563,22 @@ impl KeyStatistics {
 struct Changed {
     count: i64,
     archived: Vec<(String, String)>,
-    /// It chose as many rows as it was allowed to: the keys may hold more.
+    /// 'set null': rows changed that still hold their key (a trigger kept it).
+    kept: i64,
+    /// It changed as many rows as it was allowed to: the keys may hold more.
     reached_limit: bool,
 }
 
 /// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]), on at most
-/// `rows_at_most` rows (a first pass, or a final pass locking first).
-fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Changed {
+/// `rows_at_most` rows (a first pass, or a final pass locking first). What a statement returns
+/// depends on the action (src/catalog/query.rs): nothing for 'cascade', the deleted rows for
+/// 'archive', one row of counts for 'set null'.
+fn execute(
+    sql: &PurgeSql,
+    on_delete: OnDelete,
+    keys: &[String],
+    rows_at_most: Option<i32>,
+) -> Changed {
     let limit = rows_at_most.map(i64::from);
     let timeout = if process::is_background_worker() {
         STATEMENT_TIMEOUT.get()
@@ -559,11 +590,17 @@ fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Change
         let mut changed = Changed {
             count: 0,
             archived: Vec::new(),
+            kept: 0,
             reached_limit: false,
         };
-        let mut take = |result: pgrx::spi::SpiTupleTable| {
-            changed.count += result.len() as i64;
-            if result.columns().unwrap_or(0) == 2 {
+        let mut take = |result: pgrx::spi::SpiTupleTable| match on_delete {
+            OnDelete::SetNull => {
+                let counts = result.first();
+                changed.count += counts.get::<i64>(1).unwrap().unwrap_or(0);
+                changed.kept += counts.get::<i64>(2).unwrap().unwrap_or(0);
+            }
+            OnDelete::Archive => {
+                changed.count += result.len() as i64;
                 changed.archived.extend(result.map(|row| {
                     (
                         row.get::<String>(1).unwrap().unwrap(),
@@ -571,6 +608,7 @@ fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Change
                     )
                 }));
             }
+            OnDelete::Cascade | OnDelete::NoAction => changed.count += result.len() as i64,
         };
         match sql {
             PurgeSql::One(statement) => {
@@ -593,7 +631,8 @@ fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Change
                         .expect("reading the locked rows")
                         .unwrap_or_default()
                 };
-                changed.reached_limit = limit.is_some_and(|limit| locked.len() as i64 >= limit);
+                let locked_rows = locked.len() as i64;
+                let all_locked = limit.is_some_and(|limit| locked_rows >= limit);
                 if !locked.is_empty() {
                     let _armed = armed();
                     take(
@@ -602,6 +641,9 @@ fn execute(sql: &PurgeSql, keys: &[String], rows_at_most: Option<i32>) -> Change
                             .expect("running a purge statement"),
                     );
                 }
+                // (Rows locked but not changed, a BEFORE DELETE trigger that skips them, are
+                // no reason to come back.)
+                changed.reached_limit = all_locked && changed.count >= locked_rows;
             }
         }
         changed

@@ -252,6 +252,15 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 {
                     continue;
                 }
+                // A final pass that hit the worker's statement timeout may hold a key with more
+                // rows than one statement can take, which the statistics did not know: retried
+                // locking first, which bounds each statement in rows.
+                if error.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+                    && batch::FINAL_PASS.get()
+                    && locking_first.insert(entry)
+                {
+                    continue;
+                }
                 // A batch of several references is retried with each in a subtransaction of its
                 // own: the failing one hands its keys over, the others are purged.
                 if batch::MANY_REFERENCES.get() && isolated.insert(entry) {

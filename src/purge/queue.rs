@@ -87,20 +87,34 @@ fn keys_by_row(entry: &Entry) -> Vec<(i64, Option<Vec<String>>)> {
     slices
 }
 
-/// Some keys of a keyed batch hold more rows than its statements purged: they go on in new
+/// Some keys of a keyed batch hold more rows than its statements purged: they move to new
 /// queue rows (one per row they came from, keeping its cause and time), behind every row
-/// queued so far, in the pass the batch is in, while the batch counts them as done. A final
-/// pass's new row is ready at once: the batch's own pass was (`next`: the horizon of a first
-/// pass found to be final, run()).
-pub fn split_off(entry: &Entry, keys: &BTreeSet<String>, next: u64) {
+/// queued so far, in the pass the batch is in. They leave the rows they came from, which
+/// therefore never purge them again, in this pass or the next. A final pass's new row is
+/// ready at once, as the batch's own pass was (`next`: the horizon of a first pass found to
+/// be final, run()). Returns how many keys left the entry's own row.
+pub fn split_off(entry: &Entry, keys: &BTreeSet<String>, next: u64) -> i32 {
+    let own_done_before = entry.done_after
+        - (entry.keys.as_ref().map_or(0, Vec::len)
+            - entry.merged.iter().map(|(_, n)| n).sum::<usize>()) as i32;
+    let mut moved_from_own = 0;
     for (source, row_keys) in keys_by_row(entry) {
-        let unfinished: Vec<String> = row_keys
+        let moving: Vec<String> = row_keys
             .unwrap_or_default()
             .into_iter()
             .filter(|key| keys.contains(key))
             .collect();
-        if unfinished.is_empty() {
+        if moving.is_empty() {
             continue;
+        }
+        // (Merged rows are whole: none of their keys was done before this batch.)
+        let done_before = if source == entry.id {
+            own_done_before
+        } else {
+            0
+        };
+        if source == entry.id {
+            moved_from_own = moving.len() as i32;
         }
         Spi::run_with_args(
             "INSERT INTO softfk.deletion (parent_table, parent_column, keys, cause, deleted_by,
@@ -113,14 +127,30 @@ pub fn split_off(entry: &Entry, keys: &BTreeSet<String>, next: u64) {
                FROM softfk.deletion d WHERE d.id = $1",
             &[
                 source.into(),
-                unfinished.into(),
+                moving.clone().into(),
                 entry.final_pass.into(),
                 (next as i64).to_string().into(),
                 this_cluster().into(),
             ],
         )
         .expect("queueing the keys a batch left unfinished");
+        // Only from this batch's slice of the row: a key done before it stays.
+        Spi::run_with_args(
+            "UPDATE softfk.deletion
+                SET keys = ARRAY(SELECT k FROM unnest(keys) WITH ORDINALITY AS u (k, i)
+                                  WHERE i <= $2 OR k <> ALL ($3) ORDER BY i)
+              WHERE id = $1",
+            &[source.into(), done_before.into(), moving.into()],
+        )
+        .expect("taking the unfinished keys out of their queue row");
+        // A row left with no key has nothing to wait for.
+        Spi::run_with_args(
+            "DELETE FROM softfk.deletion WHERE id = $1 AND keys = '{}'",
+            &[source.into()],
+        )
+        .expect("removing an emptied queue row");
     }
+    moved_from_own
 }
 
 /// Whether a queue row other than `waiting` ones is ready (see [`take_entry`]).

@@ -5,7 +5,7 @@
 # left, no row of a live user is touched, no archived row is archived twice, and the run log
 # shows the interrupted run as failed and a later one as completed.
 #
-# To interrupt the purge at a known point, the purge is made slow (5 keys per batch, 4 rows
+# To interrupt the purge at a known point, the purge is made slow (5 keys per batch, 8 rows
 # per statement) and, once it has visibly made progress, a session locks a set null child row
 # of the last key in the queue. The worker (pg_softfk.lock_timeout = 0: it waits) stops on that
 # row in the middle of its last batch, after that batch's archive and cascade statements ran
@@ -49,7 +49,7 @@ $node->safe_psql('postgres', q{
     VACUUM ANALYZE;
 
     ALTER SYSTEM SET pg_softfk.keys_per_batch = 5;
-    ALTER SYSTEM SET pg_softfk.rows_per_statement = 4;
+    ALTER SYSTEM SET pg_softfk.rows_per_statement = 8;
     ALTER SYSTEM SET pg_softfk.lock_timeout = 0;
     SELECT pg_reload_conf();
 });

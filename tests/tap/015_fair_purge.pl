@@ -5,9 +5,14 @@
 # - this holds in a first pass (other transactions running: rows locked by them skipped) and
 #   in a final pass, whether the key is known to be big from the column's statistics (a
 #   quiet machine, where the first pass is the final one) or from its own first pass;
-# - every row is purged once: the totals are exactly the rows there were;
+# - every row is purged once: the totals are exactly the rows there were; the bot's key moves
+#   from queue row to queue row, never held by two at once;
 # - pg_softfk.batch_delay paces the worker: the same drain takes longer with a pause after
-#   each batch.
+#   each batch;
+# - a big key nothing knows is big (no statistics, a quiet machine) makes one unbounded
+#   statement, which hits the worker's statement_timeout; the batch is retried bounded;
+# - a 'set null' child whose trigger keeps the key fails with "makes no progress" instead of
+#   coming back to the same rows for ever.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -42,7 +47,9 @@ $node->safe_psql('postgres', qq{
         INSERT INTO progress (user_id) SELECT u FROM unnest(users) u, generate_series(1, 5);
     \$\$;
 });
-my $drained = q{SELECT count(*) FROM softfk.deletion};
+# (A run records its batches when it ends, just after its last one.)
+my $drained = q{SELECT (SELECT count(*) FROM softfk.deletion)
+                     + (SELECT count(*) FROM softfk.purge_run WHERE status = 'running')};
 my $totals = q{SELECT sum(rows_deleted), sum(rows_nulled) FROM softfk.purge_total};
 
 # Delete the bot, then, one statement each, 20 users; return how long the users took to be
@@ -71,7 +78,7 @@ $node->safe_psql('postgres', q{SELECT fill(1, ARRAY(SELECT generate_series(2, 21
 my ($took, $bot_left) = bot_then_users(1, 2);
 cmp_ok($took, '<', 5, "users deleted after the bot are purged within 5 s (took ${took}s)");
 cmp_ok($bot_left, '>', 1000, "while the bot's rows still drain ($bot_left left)");
-ok($node->poll_query_until('postgres', $drained, '0', 180), 'then the bot drains');
+ok($node->poll_query_until('postgres', $drained, '0'), 'then the bot drains');
 is($node->safe_psql('postgres', $totals), ($bot_rows + 200) . '|' . ($bot_rows / 2 + 100),
     'every row was purged exactly once');
 cmp_ok($node->safe_psql('postgres', 'SELECT sum(batches) FROM softfk.purge_run'), '>=', $bot_rows / 1000,
@@ -94,11 +101,13 @@ $busy->query_safe('SELECT * FROM enrollment WHERE user_id = 100 ORDER BY id LIMI
 ($took, $bot_left) = bot_then_users(100, 101);
 cmp_ok($took, '<', 5, "with a transaction running, users deleted after the bot are purged within 5 s (took ${took}s)");
 cmp_ok($bot_left, '>', 1000, "while the bot's rows still drain ($bot_left left)");
-ok($node->poll_query_until('postgres', q{SELECT count(*) FROM enrollment WHERE user_id = 100}, '1', 180),
+is($node->safe_psql('postgres', q{SELECT count(*) FROM softfk.deletion WHERE '100' = ANY (keys)}), '1',
+    "one queue row holds the bot's key: it moved, not copied");
+ok($node->poll_query_until('postgres', q{SELECT count(*) FROM enrollment WHERE user_id = 100}, '1'),
     'the first pass purges every row of the bot but the one held');
 $busy->query_safe('COMMIT');
 $busy->quit;
-ok($node->poll_query_until('postgres', $drained, '0', 60), 'once the transaction ends, the final pass purges it');
+ok($node->poll_query_until('postgres', $drained, '0'), 'once the transaction ends, the final pass purges it');
 is($node->safe_psql('postgres', $totals), ($bot_rows + 200) . '|' . ($bot_rows / 2 + 100),
     'every row was purged exactly once');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM orphan_report() WHERE orphan_rows > 0'), '0',
@@ -112,11 +121,51 @@ $node->append_conf('postgresql.conf', "pg_softfk.batch_delay = 0");
 $node->reload;
 $node->safe_psql('postgres', q{SELECT fill(200, ARRAY(SELECT generate_series(201, 220))); ANALYZE});
 bot_then_users(200, 201);
-ok($node->poll_query_until('postgres', $drained, '0', 180), 'without a pause, the bot drains');
+ok($node->poll_query_until('postgres', $drained, '0'), 'without a pause, the bot drains');
 my $fast_drain = $node->safe_psql('postgres', q{
     SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM softfk.purge_run});
 cmp_ok($fast_drain, '<', $first_drain,
     "batch_delay = 50ms made the drain slower ($first_drain s) than batch_delay = 0 ($fast_drain s)");
+
+# ---------------------------------------------------------------------------------------------
+# A big key the statistics do not know (they were taken before it grew), on a quiet machine:
+# its first pass is final and unbounded, and hits the statement timeout; retried bounded.
+
+$node->safe_psql('postgres', q{TRUNCATE softfk.purge_run, softfk.purge_total});
+$node->append_conf('postgresql.conf', "pg_softfk.statement_timeout = '50ms'");
+$node->reload;
+$node->safe_psql('postgres', q{SELECT fill(300, ARRAY(SELECT generate_series(301, 320)))});
+($took, $bot_left) = bot_then_users(300, 301);
+cmp_ok($took, '<', 5, "users deleted after an unknown big key are purged within 5 s (took ${took}s)");
+ok($node->poll_query_until('postgres', $drained, '0'), 'the unknown big key drains');
+cmp_ok($node->safe_psql('postgres', 'SELECT sum(batches) FROM softfk.purge_run'), '>=', $bot_rows / 1000,
+    'bounded after its one statement that timed out');
+is($node->safe_psql('postgres', $totals), ($bot_rows + 200) . '|' . ($bot_rows / 2 + 100),
+    'every row was purged exactly once');
+$node->append_conf('postgresql.conf', "pg_softfk.statement_timeout = '1min'");
+$node->reload;
+
+# ---------------------------------------------------------------------------------------------
+# A 'set null' child whose trigger keeps the key.
+
+$node->safe_psql('postgres', q{
+    CREATE TABLE badge (id bigserial PRIMARY KEY, user_id int);
+    CREATE FUNCTION keep_user() RETURNS trigger LANGUAGE plpgsql AS
+        'BEGIN NEW.user_id := OLD.user_id; RETURN NEW; END';
+    CREATE TRIGGER keep_user BEFORE UPDATE ON badge FOR EACH ROW EXECUTE FUNCTION keep_user();
+    INSERT INTO auth_user VALUES (400);
+    INSERT INTO badge (user_id) SELECT 400 FROM generate_series(1, 3000);
+    SELECT softfk_add('badge', 'user_id', 'auth_user', on_delete => 'set null');
+    DELETE FROM auth_user WHERE id = 400;
+});
+ok($node->poll_query_until('postgres', q{
+        SELECT last_error LIKE 'purging public.badge makes no progress: its orphan rows keep their keys%'
+          FROM softfk_status WHERE child = 'badge'::regclass}),
+    'a trigger that keeps the key makes the purge fail with "makes no progress"');
+cmp_ok($node->safe_psql('postgres', 'SELECT count(*) FROM softfk.deletion'), '<=', 2,
+    'and the queue does not grow');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM badge WHERE user_id = 400'), '3000',
+    'the rows keep their key (the trigger says so)');
 
 $node->stop;
 done_testing();
