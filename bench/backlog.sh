@@ -7,6 +7,7 @@
 #   bash bench/backlog.sh                  (about 25 minutes on 2 cores, 15 GB of disk)
 #   SCALE=0.1 bash bench/backlog.sh        (a tenth of the users and rows, for a quick look)
 #   DELAYS="0 100" bash bench/backlog.sh   (the pg_softfk.batch_delay values measured, in ms)
+#   MAX_WAL_SIZE=16GB WAL_COMPRESSION=lz4 bash bench/backlog.sh   (defaults: 2GB, off)
 #   PG_MAJOR=18 PG_BUILD=release bash bench/backlog.sh
 #
 # The schema (one template database, copied for each phase with STRATEGY FILE_COPY, so that
@@ -59,9 +60,11 @@ sql() {
 median() { sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 now() { date +%s.%N; }
-# The checkpoints of a 20M-row load must not fill the disk with WAL (start_bench_cluster
-# allows 16 GB).
-sql postgres -c "ALTER SYSTEM SET max_wal_size = '2GB'" -c "SELECT pg_reload_conf()" >/dev/null
+# max_wal_size as managed services set it by default (start_bench_cluster allows 16 GB), so
+# that checkpoints happen during a drain as they would there; MAX_WAL_SIZE and
+# WAL_COMPRESSION change them.
+sql postgres -c "ALTER SYSTEM SET max_wal_size = '${MAX_WAL_SIZE:-2GB}'" \
+    -c "ALTER SYSTEM SET wal_compression = '${WAL_COMPRESSION:-off}'" -c "SELECT pg_reload_conf()" >/dev/null
 
 # name:thousands of rows at SCALE 1:action:key column (the one without an index is marked).
 CHILDREN=(
@@ -158,6 +161,11 @@ progress() { sed -n 's/^progress: \([0-9.]*\) s, \([0-9.]*\) tps.*/\1 \2/p' "$WO
 tps_between() { progress "$1" | awk -v a="$2" -v b="$3" '$1 > a && $1 <= b {print $2}'; }
 transactions_between() { tps_between "$@" | awk '{n += $1} END {printf "%d", n}'; }
 wal_lsn() { sql "$1" -c "SELECT pg_current_wal_lsn()"; }
+# Checkpoints so far (pg_stat_checkpointer from PostgreSQL 17 on).
+checkpoints() {
+    sql postgres -c "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter" 2>/dev/null \
+        || sql postgres -c "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+}
 wal_bytes() { sql postgres -c "SELECT pg_wal_lsn_diff('$2', '$1')::bigint"; }
 since_foreground() { awk -v a="$FOREGROUND_START" -v b="$1" 'BEGIN {printf "%.1f", b - a}'; }
 retire="DELETE FROM auth_user WHERE id % 10 = 0 AND id <= $USERS"
@@ -177,7 +185,7 @@ sql postgres -c "DROP DATABASE lms_baseline"
 # report NAME SECONDS WAL: one line of the summary.
 declare -A DRAIN_SECONDS DRAIN_TPS DRAIN_WAL
 record() {
-    local name=$1 start=$2 end=$3 lsn_start=$4 lsn_end=$5
+    local name=$1 start=$2 end=$3 lsn_start=$4 lsn_end=$5 checkpoints_before=$6
     local from to seconds wal transactions
     from=$(since_foreground "$start")
     to=$(since_foreground "$end")
@@ -187,7 +195,7 @@ record() {
     DRAIN_SECONDS[$name]=$seconds
     DRAIN_TPS[$name]=$(tps_between "$name" "$from" "$to" | median)
     DRAIN_WAL[$name]=$(awk -v w="$wal" -v n="$transactions" -v p="$baseline_wal_per_transaction" 'BEGIN {printf "%.0f", w - n * p}')
-    echo "$name: drained in ${seconds}s, foreground median ${DRAIN_TPS[$name]} tps, WAL $wal bytes ($transactions foreground transactions)" \
+    echo "$name: drained in ${seconds}s, foreground median ${DRAIN_TPS[$name]} tps, WAL $wal bytes ($transactions foreground transactions), $(($(checkpoints) - checkpoints_before)) checkpoints" \
         | tee -a "$WORK/raw.txt"
 }
 
@@ -211,13 +219,14 @@ chown postgres: "$WORK/manual.sql"
 foreground lms_manual manual
 sleep 10
 lsn_start=$(wal_lsn lms_manual)
+checkpoints_before=$(checkpoints)
 start=$(now)
 sql lms_manual -f "$WORK/manual.sql" >/dev/null
 end=$(now)
 lsn_end=$(wal_lsn lms_manual)
 sleep 5
 stop_foreground
-record manual "$start" "$end" "$lsn_start" "$lsn_end"
+record manual "$start" "$end" "$lsn_start" "$lsn_end" "$checkpoints_before"
 manual_rows=$(sql lms_manual -c "SELECT count(*) FROM manual_archive")
 sql postgres -c "DROP DATABASE lms_manual"
 
@@ -229,6 +238,7 @@ for delay in $DELAYS; do
     foreground "lms_$name" "$name"
     sleep 10
     lsn_start=$(wal_lsn "lms_$name")
+    checkpoints_before=$(checkpoints)
     start=$(now)
     sql "lms_$name" -c "$retire"
     : >"$WORK/$name.backlog"
@@ -248,7 +258,7 @@ for delay in $DELAYS; do
     lsn_end=$(wal_lsn "lms_$name")
     sleep 5
     stop_foreground
-    record "$name" "$start" "$end" "$lsn_start" "$lsn_end"
+    record "$name" "$start" "$end" "$lsn_start" "$lsn_end" "$checkpoints_before"
     echo "$name: orphan rows left $(sql "lms_$name" -c "SELECT sum(orphan_rows) FROM orphan_report()")" | tee -a "$WORK/raw.txt"
     sql "lms_$name" -c "
         SELECT '$name: worker peak RssAnon $peak kB; queue ' || pg_size_pretty(pg_total_relation_size('softfk.deletion'))
@@ -262,7 +272,8 @@ done
 
 {
     echo
-    echo "mass retirement: $((USERS / 10)) of $USERS users, 20 children (PostgreSQL $PG_MAJOR, scale $SCALE)"
+    echo "mass retirement: $((USERS / 10)) of $USERS users, 20 children (PostgreSQL $PG_MAJOR, scale $SCALE," \
+        "max_wal_size ${MAX_WAL_SIZE:-2GB}, wal_compression ${WAL_COMPRESSION:-off})"
     echo "  baseline foreground: median $baseline_tps tps"
     printf '  %-12s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
     for name in manual $(printf 'soft_%s ' $DELAYS); do
