@@ -6,7 +6,8 @@
 #
 #   bash bench/backlog.sh                  (about 25 minutes on 2 cores, 15 GB of disk)
 #   SCALE=0.1 bash bench/backlog.sh        (a tenth of the users and rows, for a quick look)
-#   DELAYS="0 100" bash bench/backlog.sh   (the pg_softfk.batch_delay values measured, in ms)
+#   SOFT="1000:0 1000:100" bash bench/backlog.sh   (the purge's settings measured, each as
+#                                          pg_softfk.keys_per_batch:pg_softfk.batch_delay in ms)
 #   MAX_WAL_SIZE=16GB WAL_COMPRESSION=lz4 bash bench/backlog.sh   (defaults: 2GB, off)
 #   PG_MAJOR=18 PG_BUILD=release bash bench/backlog.sh
 #
@@ -23,8 +24,9 @@
 #   manual     the foreground, and 10 s in: DELETE FROM auth_user WHERE id % 10 = 0 (no
 #              extension), then one hand-written statement per child (DELETE ... USING the
 #              retired ids; UPDATE ... SET NULL; archive: DELETE ... RETURNING into a table)
-#   soft D     the foreground, and 10 s in: the same DELETE FROM auth_user, the capture
-#              queues 200k keys, the worker drains them with pg_softfk.batch_delay = D ms
+#   soft K D   the foreground, and 10 s in: the same DELETE FROM auth_user, the capture
+#              queues 200k keys, the worker drains them with pg_softfk.keys_per_batch = K and
+#              pg_softfk.batch_delay = D ms (default: 1000 0, 1000 100, 10000 0)
 # Reported per phase: drain time and its throughput against manual's; the foreground's TPS
 # during the drain (median of its per-second figures) against the baseline's; WAL written
 # from the DELETE to the end of the drain, with the foreground's share (its baseline WAL per
@@ -36,7 +38,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../script/lib.sh"
 
 SCALE=${SCALE:-1}
-DELAYS=${DELAYS:-0 100}
+SOFT=${SOFT:-1000:0 1000:100 10000:0}
 BASELINE_SECONDS=${BASELINE_SECONDS:-60}
 CLUSTER=$ROOT/target/bench-backlog-cluster
 WORK=$ROOT/target/bench-backlog
@@ -230,10 +232,12 @@ record manual "$start" "$end" "$lsn_start" "$lsn_end" "$checkpoints_before"
 manual_rows=$(sql lms_manual -c "SELECT count(*) FROM manual_archive")
 sql postgres -c "DROP DATABASE lms_manual"
 
-for delay in $DELAYS; do
-    name=soft_$delay
-    say "soft, batch_delay = ${delay}ms: the worker drains after the DELETE"
-    sql postgres -c "ALTER SYSTEM SET pg_softfk.batch_delay = '${delay}ms'" -c "SELECT pg_reload_conf()" >/dev/null
+for setting in $SOFT; do
+    keys=${setting%:*} delay=${setting#*:}
+    name=soft_${keys}_${delay}ms
+    say "soft, keys_per_batch = $keys, batch_delay = ${delay}ms: the worker drains after the DELETE"
+    sql postgres -c "ALTER SYSTEM SET pg_softfk.keys_per_batch = $keys" \
+        -c "ALTER SYSTEM SET pg_softfk.batch_delay = '${delay}ms'" -c "SELECT pg_reload_conf()" >/dev/null
     fresh_copy "lms_$name"
     foreground "lms_$name" "$name"
     sleep 10
@@ -276,23 +280,26 @@ done
         "max_wal_size ${MAX_WAL_SIZE:-2GB}, wal_compression ${WAL_COMPRESSION:-off})"
     echo "  baseline foreground: median $baseline_tps tps"
     printf '  %-12s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
-    for name in manual $(printf 'soft_%s ' $DELAYS); do
+    for name in manual $(for v in $SOFT; do printf 'soft_%s_%sms ' "${v%:*}" "${v#*:}"; done); do
         printf '  %-12s %9s %15s %12s %14s %16s\n' "$name" "${DRAIN_SECONDS[$name]}" \
             "$(ratio "${DRAIN_SECONDS[manual]}" "${DRAIN_SECONDS[$name]}")" "${DRAIN_TPS[$name]}" \
             "$(ratio "${DRAIN_TPS[$name]}" "$baseline_tps")" \
             "$(awk -v w="${DRAIN_WAL[$name]}" 'BEGIN {printf "%.0f", w / 1048576}')"
     done
-    echo "  (vs manual: throughput, manual's drain time / this one's; WAL: the foreground's estimated share taken off)"
+    echo "  (soft_K_Dms: keys_per_batch K, batch_delay D; vs manual: throughput, manual's drain time / this"
+    echo "  one's; WAL: the foreground's estimated share taken off)"
 } | tee "$WORK/summary.txt"
 
 plots=()
-for delay in $DELAYS; do
-    progress "soft_$delay" >"$WORK/soft_$delay.tps"
-    plots+=("\"$WORK/soft_$delay.backlog\" using 1:(\$2/1000) with lines lw 2 title \"pending keys (k), batch_delay ${delay}ms\"")
-    plots+=("\"$WORK/soft_$delay.tps\" using 1:2 axes x1y2 with lines title \"foreground tps, batch_delay ${delay}ms\"")
+for setting in $SOFT; do
+    name=soft_${setting%:*}_${setting#*:}ms
+    label="keys_per_batch ${setting%:*}, batch_delay ${setting#*:}ms"
+    progress "$name" >"$WORK/$name.tps"
+    plots+=("\"$WORK/$name.backlog\" using 1:(\$2/1000) with lines lw 2 title \"pending keys (k), $label\"")
+    plots+=("\"$WORK/$name.tps\" using 1:2 axes x1y2 with lines title \"foreground tps, $label\"")
 done
 gnuplot <<GNUPLOT
-set terminal pngcairo size 900,480 font ",10" noenhanced
+set terminal pngcairo size 1000,560 font ",10" noenhanced
 set output "$ROOT/bench/backlog.png"
 set title "Retiring $((USERS / 10)) of $USERS users (20 children) under load (PG $PG_MAJOR, 2 cores)"
 set xlabel "seconds since the foreground began (the DELETE at 10 s)"
@@ -300,7 +307,7 @@ set ylabel "pending keys (thousands)"
 set y2label "foreground transactions per second"
 set ytics nomirror
 set y2tics
-set key outside bottom center horizontal
+set key outside bottom center vertical maxrows 3
 set grid
 set yrange [0:*]
 set y2range [0:*]

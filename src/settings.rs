@@ -84,11 +84,12 @@ pub fn define() {
     GucRegistry::define_int_guc(
         c"pg_softfk.keys_per_batch",
         c"Deleted parent keys the purge handles per transaction.",
-        c"Each batch purges the child rows of at most this many keys (one queue row holds at \
-          most 1000), then commits.",
+        c"Each batch purges the child rows of at most this many keys, then commits. A queue row \
+          holds at most 1000; a batch merges whole rows up to this many. Larger batches drain a \
+          mass deletion faster and hold their child rows' locks longer.",
         &KEYS_PER_BATCH,
         1,
-        1000,
+        100_000,
         GucContext::Userset,
         GucFlags::default(),
     );
