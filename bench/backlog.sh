@@ -279,9 +279,9 @@ done
     echo "mass retirement: $((USERS / 10)) of $USERS users, 20 children (PostgreSQL $PG_MAJOR, scale $SCALE," \
         "max_wal_size ${MAX_WAL_SIZE:-2GB}, wal_compression ${WAL_COMPRESSION:-off})"
     echo "  baseline foreground: median $baseline_tps tps"
-    printf '  %-12s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
+    printf '  %-16s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
     for name in manual $(for v in $SOFT; do printf 'soft_%s_%sms ' "${v%:*}" "${v#*:}"; done); do
-        printf '  %-12s %9s %15s %12s %14s %16s\n' "$name" "${DRAIN_SECONDS[$name]}" \
+        printf '  %-16s %9s %15s %12s %14s %16s\n' "$name" "${DRAIN_SECONDS[$name]}" \
             "$(ratio "${DRAIN_SECONDS[manual]}" "${DRAIN_SECONDS[$name]}")" "${DRAIN_TPS[$name]}" \
             "$(ratio "${DRAIN_TPS[$name]}" "$baseline_tps")" \
             "$(awk -v w="${DRAIN_WAL[$name]}" 'BEGIN {printf "%.0f", w / 1048576}')"
