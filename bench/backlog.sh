@@ -51,7 +51,7 @@ fi
 install_prerequisites
 install_extension
 start_bench_cluster "$CLUSTER" "$PORT" 2GB
-trap 'kill $(jobs -p) 2>/dev/null; stop_cluster "$CLUSTER"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; stop_cluster "$CLUSTER"' EXIT
 rm -rf "$WORK"
 let_postgres_in "$WORK"
 sql() {
