@@ -73,8 +73,7 @@ pub fn pause(duration: Duration) {
         if left.is_zero() {
             break;
         }
-        // SAFETY: waits on this process's own latch and resets it, as a worker's loop does;
-        // the interrupt check and the reload run outside any transaction or critical section.
+        // SAFETY: waits on this process's own latch and resets it, as a worker's loop does.
         unsafe {
             let events = pg_sys::WaitLatch(
                 pg_sys::MyLatch,
@@ -86,16 +85,25 @@ pub fn pause(duration: Duration) {
                 pg_sys::ResetLatch(pg_sys::MyLatch);
                 woken = true;
             }
-            pg_sys::check_for_interrupts!();
-            // A reload (SIGHUP) is read now: it may change the very setting that paces this.
-            if pg_sys::ConfigReloadPending != 0 {
-                pg_sys::ConfigReloadPending = 0;
-                pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-            }
         }
+        // (A reload is read now: it may change the very setting that paces this.)
+        serve_signals();
     }
     if woken {
         // SAFETY: sets this process's own latch.
         unsafe { pg_sys::SetLatch(pg_sys::MyLatch) }
+    }
+}
+
+/// What a worker does between waits, outside any transaction: serve interrupts (SIGTERM ends
+/// the process), then read the configuration file again if a reload (SIGHUP) is pending.
+pub fn serve_signals() {
+    // SAFETY: called outside any transaction and critical section, as core's workers do.
+    unsafe {
+        pg_sys::check_for_interrupts!();
+        if pg_sys::ConfigReloadPending != 0 {
+            pg_sys::ConfigReloadPending = 0;
+            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
+        }
     }
 }

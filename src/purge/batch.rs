@@ -347,21 +347,20 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                 let per_statement = (f64::from(limit) / statistics.rows_per_key)
                     .clamp(1.0, keys.len().max(1) as f64)
                     as usize;
-                // A statement of at most `limit` rows; the keys it left rows of are split off.
-                let mut purge = |pass: Pass, chunk: &[String], bounded: bool, big: bool| {
+                // A statement, bounded to `limit` rows or not; the keys a bounded one left rows
+                // of are big, and split off.
+                let mut purge = |pass: Pass, chunk: &[String], bounded: bool| {
                     if run(pass, chunk, bounded.then_some(limit)).reached_limit {
                         let left = as_table_owner(owner, || {
                             with_settings(&settings, || keys_with_rows(reference, &leaf, chunk))
                         });
-                        if !big {
-                            remember_big_keys(&left);
-                        }
+                        remember_big_keys(&left);
                         purged.unfinished.extend(left);
                     }
                 };
                 for chunk in keys.chunks(per_statement) {
                     if pass != Pass::Final {
-                        purge(pass, chunk, true, false);
+                        purge(pass, chunk, true);
                         continue;
                     }
                     // The plain final pass cannot be bounded: a key known to hold many rows
@@ -371,10 +370,10 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                         .cloned()
                         .partition(|key| statistics.is_big(key, limit) || is_big_key(key));
                     for key in big {
-                        purge(Pass::FinalLockingFirst, &[key], true, true);
+                        purge(Pass::FinalLockingFirst, &[key], true);
                     }
                     if !small.is_empty() {
-                        purge(pass, &small, false, false);
+                        purge(pass, &small, false);
                     }
                 }
             }

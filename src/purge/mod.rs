@@ -22,9 +22,10 @@
 //! row locks (up to `pg_softfk.lock_timeout`). After it, a key checked by validation can gain no
 //! new child row. If nothing else was running when the first pass began, that pass is final.
 //!
-//! No statement takes more than about `pg_softfk.rows_per_statement` rows of one key: a key
-//! with more (a bot account's) is purged that many rows per batch, and between its batches
-//! goes to the back of the queue, so that the keys deleted after it are not held back.
+//! A key with more than `pg_softfk.rows_per_statement` rows (a bot account's) is purged that
+//! many rows per statement and batch, and between its batches goes to the back of the queue,
+//! so that the keys deleted after it are not held back (its final pass is bounded when the key
+//! is known to be big: docs/design.md).
 //! `pg_softfk.batch_delay` pauses the worker after each batch, to leave a busy machine to
 //! the application while a large backlog drains.
 //!

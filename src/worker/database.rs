@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgrx::prelude::*;
 
 use super::shared::{self, State};
-use super::{check_signals, handle_signals, naptime, sleep};
+use super::{handle_signals, naptime, sleep};
 use crate::postgres::guc::{set_for_session, SAFE_SEARCH_PATH};
 use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
@@ -57,7 +57,7 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     let mut last_work = Instant::now();
     let mut idle_as_replica = false;
     loop {
-        check_signals();
+        process::serve_signals();
         shared::forget_wakeup(database);
         if !extension_exists() {
             shared::leave(database, State::NoExtension);

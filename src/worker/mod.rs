@@ -38,6 +38,7 @@ use std::time::Duration;
 use pgrx::bgworkers::{BackgroundWorkerBuilder, BgWorkerStartTime};
 use pgrx::prelude::*;
 
+use crate::postgres::process;
 use crate::settings::{NAPTIME, PURGE_WORKER};
 use shared::State;
 pub use shared::{is_loaded, wake_database};
@@ -73,19 +74,7 @@ pub(crate) fn sleep(timeout: Duration) {
         );
         pg_sys::ResetLatch(pg_sys::MyLatch);
     }
-    check_signals();
-}
-
-pub(crate) fn check_signals() {
-    // SAFETY: what a worker's loop does between waits: interrupts (SIGTERM exits), then a
-    // pending reload of the configuration file, outside any transaction.
-    unsafe {
-        pg_sys::check_for_interrupts!();
-        if pg_sys::ConfigReloadPending != 0 {
-            pg_sys::ConfigReloadPending = 0;
-            pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP);
-        }
-    }
+    process::serve_signals();
 }
 
 /// SIGTERM: PostgreSQL's own handler, so that a running statement is cancelled at once and
