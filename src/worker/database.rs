@@ -26,8 +26,9 @@ pub extern "C-unwind" fn softfk_purge_worker_main(arg: pg_sys::Datum) {
     // its argument a plain integer; connecting is what a background worker's main does first.
     unsafe {
         // Registered before connecting: a worker that fails to connect (its database is being
-        // dropped) gives its slot back too.
-        pg_sys::before_shmem_exit(Some(shared::leave_slot), arg);
+        // dropped) gives its slot back too; and it runs after the callbacks connecting
+        // registers (see leave_slot).
+        pg_sys::on_shmem_exit(Some(shared::leave_slot), arg);
         pg_sys::BackgroundWorkerInitializeConnectionByOid(
             pg_sys::Oid::from(database),
             pg_sys::InvalidOid,

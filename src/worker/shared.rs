@@ -82,6 +82,9 @@ pub struct Slot {
 #[derive(Clone, Copy)]
 pub struct Shared {
     pub launcher_procno: i32,
+    /// Workers that left their slot in order and whose process has not exited yet: they
+    /// still count against the pool, so a new start never makes one worker too many.
+    pub leaving: u32,
     pub slots: [Slot; MAX_DATABASES],
 }
 
@@ -89,6 +92,7 @@ impl Default for Shared {
     fn default() -> Self {
         Shared {
             launcher_procno: -1,
+            leaving: 0,
             slots: [Slot::default(); MAX_DATABASES],
         }
     }
@@ -102,12 +106,13 @@ impl Shared {
             .find(|s| s.state != State::Free && s.database == database)
     }
 
-    /// Purge workers starting or connected.
+    /// Purge worker processes: starting, connected, or leaving.
     pub fn busy(&self) -> usize {
         self.slots
             .iter()
             .filter(|s| matches!(s.state, State::Starting | State::Connected))
             .count()
+            + self.leaving as usize
     }
 
     /// The slot of `database`, if it has one.
@@ -170,6 +175,10 @@ pub static SHARED: PgLwLock<Shared> = unsafe { PgLwLock::new(c"pg_softfk workers
 /// inherited by every process it forks): only then do the workers and their shared memory
 /// exist.
 static LOADED_AT_STARTUP: AtomicBool = AtomicBool::new(false);
+
+/// This worker process left its slot in order ([`leave`]) and is counted in
+/// `Shared::leaving` until it exits.
+static LEFT_IN_ORDER: AtomicBool = AtomicBool::new(false);
 
 /// Called by the postmaster while it loads shared_preload_libraries.
 pub fn init() {
@@ -257,6 +266,8 @@ pub fn leave(database: u32, next: State) {
             slot.first_look = false;
             slot.woken = false;
             slot.failures = 0;
+            shared.leaving += 1;
+            LEFT_IN_ORDER.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -347,12 +358,20 @@ fn retry_delay(failures: u32) -> i64 {
 
 /// On exit (normal or FATAL, also before it ever connected), a worker that did not leave
 /// its slot in order (SIGTERM, FATAL, an error) leaves it Waiting, to be started again after
-/// a delay that grows with each such exit in a row. A worker of an earlier start touches
-/// nothing.
+/// a delay that grows with each such exit in a row; one that did stops counting against the
+/// pool. A worker of an earlier start touches nothing else.
+///
+/// Registered with `on_shmem_exit` before the worker connects, so it runs after the
+/// process's `pg_stat_activity` entry is gone (that callback is registered later, when the
+/// worker connects, and exit callbacks run newest first): pg_stat_activity never shows
+/// more purge workers than the pool allows.
 #[pg_guard]
 pub unsafe extern "C-unwind" fn leave_slot(_code: i32, arg: pg_sys::Datum) {
     let (database, generation) = from_worker_argument(arg);
     let mut shared = SHARED.exclusive();
+    if LEFT_IN_ORDER.swap(false, Ordering::Relaxed) {
+        shared.leaving = shared.leaving.saturating_sub(1);
+    }
     let me = process::procno();
     if let Some(slot) = shared.slot_of(database) {
         let mine = match slot.state {
