@@ -2,30 +2,21 @@
 -- parent row. softfk_add / softfk_alter install them, softfk_drop and dropping the parent
 -- remove them; src/check/ is what they run.
 --
--- Each validated reference has two triggers on the child table (two, because an INSERT
--- trigger's WHEN clause cannot mention OLD):
+-- Each validated reference has two triggers on the child table:
 --   <table>_<column>_softfk_ins  AFTER INSERT
---   <table>_<column>_softfk_upd  AFTER UPDATE, only when the key changed (or see below)
+--   <table>_<column>_softfk_upd  AFTER UPDATE OF the key column
 -- Both are DEFERRABLE, INITIALLY DEFERRED for validate 'deferred' and INITIALLY IMMEDIATE
 -- for 'immediate', so SET CONSTRAINTS works on them by these names (or ALL).
+--
+-- Neither has a WHEN clause: PostgreSQL parses a trigger's WHEN clause again for every
+-- statement, and for a single-row INSERT that costs more than the check itself. What a WHEN
+-- clause would decide (a NULL key, a key the UPDATE kept, a key already found by this batch of
+-- events) the trigger decides when it fires (src/check/).
 
 CREATE FUNCTION softfk.check_key() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_check_key';
 COMMENT ON FUNCTION softfk.check_key() IS
 'Trigger: the child key of the new row version must exist in the parent (probed without a row lock).';
-
--- Called from the triggers' WHEN clause: false when a check of the same key is already queued
--- in this transaction, so that a million rows over a hundred thousand users queue about a
--- hundred thousand checks, not a million (see src/check/pending.rs).
-CREATE FUNCTION softfk.key_needs_check(reference bigint, key anyelement) RETURNS boolean
-STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'softfk_key_needs_check';
-COMMENT ON FUNCTION softfk.key_needs_check(bigint, anyelement) IS
-'Trigger condition: does this key need a check event of its own (none is queued yet in this transaction)?';
-
-CREATE FUNCTION softfk.written_by_this_transaction(row_xmin xid) RETURNS boolean
-STRICT VOLATILE LANGUAGE c AS 'MODULE_PATHNAME', 'written_by_this_transaction_wrapper';
-COMMENT ON FUNCTION softfk.written_by_this_transaction(xid) IS
-'Was a row version with this xmin written by the current transaction or one of its subtransactions?';
 
 -- The name of a trigger pg_softfk puts on a table: "<table>_<column><suffix>" for a check
 -- trigger, "<table>_<suffix>" for a capture trigger (column ''). When that exceeds
@@ -53,34 +44,22 @@ CREATE FUNCTION softfk.install_check(
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     timing text := CASE validate WHEN 'deferred' THEN 'DEFERRED' ELSE 'IMMEDIATE' END;
-    -- The reference id is written as a quoted literal so that it is folded to a bigint
-    -- constant once, when the WHEN clause is parsed, not cast on every row.
-    id text := quote_literal(reference);
 BEGIN
     IF validate = 'off' THEN
         RETURN;
     END IF;
-    -- NULL keys pass (MATCH SIMPLE) and queue nothing: key_needs_check() is STRICT, so a NULL
-    -- key makes the WHEN clause NULL. (The clause is parsed once per statement, so it is kept
-    -- to the fewest nodes: single-row inserts pay for each one.)
     EXECUTE format(
         'CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
-        'WHEN (softfk.key_needs_check(%s, NEW.%I)) '
         'EXECUTE FUNCTION softfk.check_key(%s)',
-        softfk.trigger_name(child, child_column, '_softfk_ins'), child, timing,
-        id, child_column, id);
-    -- An UPDATE that keeps the key queues nothing, unless the row was written earlier in this
-    -- transaction: that row's own INSERT check will find it updated and skip it (as core's
-    -- RI_FKey_fk_upd_check_required reasons), so its key must be checked again here. For that
-    -- reason the trigger is not limited to UPDATE OF the column: an UPDATE of another column
-    -- of a row inserted in this transaction must still reach the WHEN clause.
+        softfk.trigger_name(child, child_column, '_softfk_ins'), child, timing, reference);
+    -- Only an UPDATE that sets the key column queues a check. An UPDATE of another column of
+    -- a row inserted earlier in the transaction queues none: that row's own INSERT check
+    -- follows the row to its newest version (check_key).
     EXECUTE format(
-        'CREATE CONSTRAINT TRIGGER %I AFTER UPDATE ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
-        'WHEN ((OLD.%I IS DISTINCT FROM NEW.%I OR softfk.written_by_this_transaction(OLD.xmin)) '
-        'AND softfk.key_needs_check(%s, NEW.%I)) '
+        'CREATE CONSTRAINT TRIGGER %I AFTER UPDATE OF %I ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
         'EXECUTE FUNCTION softfk.check_key(%s)',
-        softfk.trigger_name(child, child_column, '_softfk_upd'), child, timing,
-        child_column, child_column, id, child_column, id);
+        softfk.trigger_name(child, child_column, '_softfk_upd'), child_column, child, timing,
+        reference);
 END $$;
 
 -- The check triggers of a reference, found by what they run rather than by name (names go

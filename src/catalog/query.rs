@@ -181,20 +181,6 @@ impl Reference {
         )
     }
 
-    /// Whether a live child row written by this transaction holds the key `$1` (given as
-    /// text, read as the parent key's type). The check trigger asks it on its rare path.
-    pub fn rows_written_here_with_key_sql(&self) -> String {
-        format!(
-            "SELECT EXISTS (SELECT 1 FROM {child} c \
-                             WHERE $1::{parent_type} OPERATOR({op}) {key} \
-                               AND softfk.written_by_this_transaction(c.xmin))",
-            child = relation(&self.child_table, self.child_partitioned),
-            parent_type = self.parent_type,
-            op = self.operator,
-            key = self.child_key(),
-        )
-    }
-
     /// The child key as compared with the parent key (cast when the types differ).
     fn child_key(&self) -> String {
         let column = format!("c.{}", self.child_column_quoted);

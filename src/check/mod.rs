@@ -15,11 +15,14 @@
 //! closes that window after the fact.
 //!
 //! The triggers (sql/check.sql) are constraint triggers, so deferral and `SET CONSTRAINTS`
-//! come from core's after-trigger queue. Their WHEN clause asks [`pending`] whether the key
-//! already has a check queued, so repeated keys queue one event, not one per row.
+//! come from core's after-trigger queue. They have no WHEN clause: core would parse it again
+//! for every statement, which costs a single-row INSERT more than the check itself. Instead
+//! each event decides when it fires: an UPDATE that kept its key is done at once, and a key
+//! that an earlier event of the same batch found in the parent is not probed again
+//! ([`verified`]).
 
-mod pending;
 mod plan;
+mod verified;
 
 use std::ffi::CStr;
 
@@ -30,8 +33,8 @@ use pgrx::PgSqlErrorCode::*;
 use crate::catalog::reference::Validate;
 use crate::postgres::error::error;
 use crate::postgres::fmgr::function_info_v1;
-use pending::KeyBytes;
 use plan::{KeyType, Plan};
+use verified::KeyBytes;
 
 /// Install the check triggers of a reference for `validate` ('off' installs none).
 pub fn install(reference: i64, child: pg_sys::Oid, child_column: &str, validate: Validate) {
@@ -91,6 +94,67 @@ unsafe fn key_bytes(key: pg_sys::Datum, key_type: KeyType) -> KeyBytes {
     }
 }
 
+/// The key column of the row in `slot`, or None when it is NULL.
+///
+/// # Safety
+/// `slot` holds a row of the table the plan was made for.
+unsafe fn key_of(slot: *mut pg_sys::TupleTableSlot, plan: &Plan) -> Option<pg_sys::Datum> {
+    let mut is_null = false;
+    // SAFETY: the plan's attnum is a column of the slot's table.
+    let key = unsafe { pg_sys::slot_getattr(slot, plan.attnum.into(), &mut is_null) };
+    (!is_null).then_some(key)
+}
+
+/// Was the row version in `slot` written by this transaction (or one of its
+/// subtransactions)?
+///
+/// # Safety
+/// `slot` holds a heap row version fetched from its table.
+unsafe fn written_by_this_transaction(slot: *mut pg_sys::TupleTableSlot) -> bool {
+    let mut is_null = false;
+    // SAFETY: reads the slot's xmin system column, then this transaction's own state.
+    unsafe {
+        let xmin = pg_sys::slot_getsysattr(
+            slot,
+            pg_sys::MinTransactionIdAttributeNumber,
+            &mut is_null,
+        );
+        !is_null
+            && pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from_inner(
+                xmin.value() as u32,
+            ))
+    }
+}
+
+/// Does the newest live version of the row in `slot` (following its update chain, under
+/// `SnapshotSelf`) still hold `key`? It does after an UPDATE of another column, which
+/// queued no check of its own; it does not after a DELETE, or an UPDATE of the key (whose
+/// event checks the new key).
+///
+/// # Safety
+/// `slot` holds a row version of `relation` fetched by its tid, `plan` is the relation's.
+unsafe fn newest_version_holds(
+    relation: pg_sys::Relation,
+    slot: *mut pg_sys::TupleTableSlot,
+    plan: &Plan,
+    key: &KeyBytes,
+) -> bool {
+    // SAFETY: a tid scan of the relation the trigger fired on (open and locked by the
+    // firing), ended here; the slot for the newest version is dropped here.
+    unsafe {
+        let snapshot = &raw mut pg_sys::SnapshotSelfData;
+        let mut tid = (*slot).tts_tid;
+        let scan = pg_sys::table_beginscan_tid(relation, snapshot);
+        pg_sys::table_tuple_get_latest_tid(scan, &mut tid);
+        pg_sys::table_endscan(scan);
+        let newest = pg_sys::table_slot_create(relation, std::ptr::null_mut());
+        let holds = pg_sys::table_tuple_fetch_row_version(relation, &mut tid, snapshot, newest)
+            && key_of(newest, plan).is_some_and(|k| key_bytes(k, plan.key_type) == *key);
+        pg_sys::ExecDropSingleTupleTableSlot(newest);
+        holds
+    }
+}
+
 fn reference_argument(trigger: &pg_sys::Trigger) -> i64 {
     let argument = (trigger.tgnargs == 1)
         // SAFETY: with tgnargs == 1, tgargs points to one NUL-terminated string, alive as
@@ -106,8 +170,7 @@ fn reference_argument(trigger: &pg_sys::Trigger) -> i64 {
     })
 }
 
-// (The two functions below take `fcinfo` directly: a trigger, and a WHEN-clause helper that
-// caches in `fn_extra`.)
+// (A trigger, which keeps its batch in `fn_extra`: it takes `fcinfo` directly.)
 function_info_v1!(pg_finfo_softfk_check_key);
 
 /// SQL: softfk.check_key() RETURNS trigger — AFTER INSERT / UPDATE, FOR EACH ROW, one argument:
@@ -138,39 +201,51 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
             .raise();
         }
         let data = &*((*fcinfo).context as *mut pg_sys::TriggerData);
-        let slot = if trigger_fired_by_update(data.tg_event) {
+        let updating = trigger_fired_by_update(data.tg_event);
+        let slot = if updating {
             data.tg_newslot
         } else {
             data.tg_trigslot
         };
         let reference = reference_argument(&*data.tg_trigger);
-        let table = (*data.tg_relation).rd_id;
-        let plan = Plan::get(reference, table);
+        let relation = data.tg_relation;
+        let plan = Plan::get(reference, (*relation).rd_id);
 
-        let mut is_null = false;
-        let key = pg_sys::slot_getattr(slot, plan.attnum.into(), &mut is_null);
-        if is_null {
+        let Some(key) = key_of(slot, &plan) else {
+            return pg_sys::Datum::from(0); // NULL passes (MATCH SIMPLE)
+        };
+        let key_bytes = key_bytes(key, plan.key_type);
+        if updating
+            && key_of(data.tg_trigslot, &plan)
+                .is_some_and(|old| key_bytes == self::key_bytes(old, plan.key_type))
+            && !written_by_this_transaction(data.tg_trigslot)
+        {
+            // The key did not change, and was checked when the row was written (core's
+            // RI_FKey_fk_upd_check_required). A row written earlier in this transaction is
+            // checked again: its own check may have run already, before the parent went.
             return pg_sys::Datum::from(0);
         }
-        let dependents = pending::take(reference, key_bytes(key, plan.key_type));
-        // Core's rule: a row deleted or updated again since this event was queued is not checked
-        // here (its newer version has its own event, or is gone) — unless other rows skipped
-        // their own check because this one was queued.
-        let row_is_live = pg_sys::table_tuple_satisfies_snapshot(
-            data.tg_relation,
+        let batch = verified::batch_of((*fcinfo).flinfo);
+        if verified::already_found(batch, &key_bytes) {
+            return pg_sys::Datum::from(0);
+        }
+        // Core's rule: a row deleted or updated again since this event was queued is not
+        // checked here. But an UPDATE of another column queues no event of its own (the
+        // trigger is UPDATE OF the key column), so the key is checked here when the row's
+        // newest version still holds it.
+        if !pg_sys::table_tuple_satisfies_snapshot(
+            relation,
             slot,
             &raw mut pg_sys::SnapshotSelfData,
-        );
-        if !row_is_live && dependents == 0 {
+        ) && !newest_version_holds(relation, slot, &plan, &key_bytes)
+        {
             return pg_sys::Datum::from(0);
         }
         if plan.parent_has(key) {
+            verified::found(batch, key_bytes);
             return pg_sys::Datum::from(0);
         }
         let key_text = plan.key_text(key);
-        if !row_is_live && !plan.child_written_here_has(&key_text) {
-            return pg_sys::Datum::from(0);
-        }
         let table_name = CStr::from_ptr((*(*data.tg_relation).rd_rel).relname.data.as_ptr());
         let schema_name = CStr::from_ptr(pg_sys::get_namespace_name(
             (*(*data.tg_relation).rd_rel).relnamespace,
@@ -195,47 +270,6 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
             &constraint_name.to_string_lossy(),
         )
     }
-}
-
-function_info_v1!(pg_finfo_softfk_key_needs_check);
-
-/// SQL: softfk.key_needs_check(reference bigint, key anyelement) RETURNS boolean STRICT.
-/// Runs for every written row, so the key type's length is looked up once per trigger and
-/// kept in the call's `fn_extra`.
-///
-/// # Safety
-/// Called by PostgreSQL's function manager, with its `fcinfo`.
-#[unsafe(no_mangle)]
-#[pg_guard]
-pub unsafe extern "C-unwind" fn softfk_key_needs_check(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> pg_sys::Datum {
-    // SAFETY: called with two arguments, a bigint and the key of the type get_fn_expr_argtype
-    // reports; fn_extra belongs to this call site, allocated in its fn_mcxt.
-    unsafe {
-        let flinfo = (*fcinfo).flinfo;
-        if (*flinfo).fn_extra.is_null() {
-            let type_oid = pg_sys::get_fn_expr_argtype(flinfo, 1);
-            let key_type =
-                pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, size_of::<KeyType>()) as *mut KeyType;
-            let (mut length, mut by_value) = (0i16, false);
-            pg_sys::get_typlenbyval(type_oid, &mut length, &mut by_value);
-            key_type.write(KeyType { length, by_value });
-            (*flinfo).fn_extra = key_type.cast();
-        }
-        let key_type = *((*flinfo).fn_extra as *const KeyType);
-        let args = (*fcinfo).args.as_slice(2);
-        let reference = args[0].value.value() as i64;
-        let needed = pending::needs_check(reference, key_bytes(args[1].value, key_type));
-        pg_sys::Datum::from(needed)
-    }
-}
-
-/// SQL: softfk.written_by_this_transaction(row_xmin xid) RETURNS boolean
-#[pg_extern(sql = false)]
-fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
-    // SAFETY: looks the id up in this transaction's own state; any id is a valid argument.
-    unsafe { pg_sys::TransactionIdIsCurrentTransactionId(row_xmin) }
 }
 
 /// SQL: softfk.depend_on_extension(trigger oid) RETURNS void

@@ -7,11 +7,9 @@ use std::collections::HashMap;
 use std::ffi::CStr;
 use std::rc::Rc;
 
-use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode::*;
 
-use crate::catalog::reference::{self, Which};
 use crate::catalog::table::leaf_partitions;
 use crate::postgres::error::error;
 use crate::postgres::roles::as_extension_owner;
@@ -34,8 +32,6 @@ pub struct Plan {
     parent_indexes: Vec<(pg_sys::Oid, pg_sys::Oid)>,
     /// Relations whose change (relcache invalidation) makes this plan stale.
     depends_on: Vec<pg_sys::Oid>,
-    registered_child: pg_sys::Oid,
-    registered_column: String,
     /// For messages: `child(column) -> parent(column)`, the column here, the parent table.
     pub label: String,
     pub column_name: String,
@@ -76,7 +72,6 @@ impl Plan {
     fn load(reference: i64, table: pg_sys::Oid) -> Plan {
         const LOAD: &str = "
             SELECT here.attnum, ca.atttypid AS key_type, r.child_table::oid AS registered_child,
-                   ca.attname::text AS registered_column,
                    format('%I(%I) -> %I(%I)', c.relname, ca.attname, p.relname, pa.attname) AS label,
                    here.attname::text AS column_name, p.relname::text AS parent_name,
                    k.unique_index::oid, k.comparison_function::oid, k.right_type, k.collation,
@@ -146,8 +141,6 @@ impl Plan {
                         cast_function: oid("cast_function"),
                         parent_indexes,
                         depends_on,
-                        registered_child: oid("registered_child"),
-                        registered_column: text("registered_column"),
                         label: text("label"),
                         column_name: text("column_name"),
                         parent_name: text("parent_name"),
@@ -282,25 +275,6 @@ impl Plan {
                 found
             })
         }
-    }
-
-    /// Does a live row written by this transaction still hold `key`? Asked only on the rare
-    /// path where a queued check's own row is gone but other rows relied on that check.
-    pub fn child_written_here_has(&self, key_text: &str) -> bool {
-        let reference =
-            reference::load(Which::Child(self.registered_child, &self.registered_column))
-                .pop()
-                .expect("the registration was just read");
-        // Not as the caller, who may INSERT into the child without being allowed to SELECT
-        // from it; core's RI queries likewise run as a table owner.
-        as_extension_owner(|| {
-            Spi::get_one_with_args::<bool>(
-                &reference.rows_written_here_with_key_sql(),
-                &[DatumWithOid::from(key_text)],
-            )
-        })
-        .expect("looking for this transaction's rows")
-        .unwrap_or(false)
     }
 
     /// # Safety

@@ -115,8 +115,6 @@ pub enum TransactionEnd {
 thread_local! {
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
     static AT_END: RefCell<Vec<fn(TransactionEnd)>> = const { RefCell::new(Vec::new()) };
-    static AT_SUBTRANSACTION_ABORT: RefCell<Vec<fn(pg_sys::SubTransactionId)>> =
-        const { RefCell::new(Vec::new()) };
 }
 
 /// Call `handler` at the end of every transaction of this backend from now on. Register it
@@ -126,25 +124,16 @@ pub fn on_transaction_end(handler: fn(TransactionEnd)) {
     AT_END.with_borrow_mut(|handlers| handlers.push(handler));
 }
 
-/// Call `handler` with the id of every subtransaction of this backend that aborts from now on
-/// (subtransactions started inside it abort with it and have larger ids). Register it once
-/// per backend.
-pub fn on_subtransaction_abort(handler: fn(pg_sys::SubTransactionId)) {
-    register();
-    AT_SUBTRANSACTION_ABORT.with_borrow_mut(|handlers| handlers.push(handler));
-}
-
-/// One pair of callbacks per backend, kept for good: PostgreSQL has no way to unregister one
+/// One callback per backend, kept for good: PostgreSQL has no way to unregister one
 /// from inside a callback.
 fn register() {
     if REGISTERED.get() {
         return;
     }
-    // SAFETY: the callbacks are functions with the signatures PostgreSQL expects, alive for
-    // the life of the process; they take no argument.
+    // SAFETY: the callback is a function with the signature PostgreSQL expects, alive for
+    // the life of the process; it takes no argument.
     unsafe {
         pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
-        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
     }
     REGISTERED.set(true);
 }
@@ -165,19 +154,5 @@ unsafe extern "C-unwind" fn at_transaction_end(
     // (Copied out: a handler may register another.)
     for handler in AT_END.with_borrow(|handlers| handlers.clone()) {
         handler(end);
-    }
-}
-
-#[pg_guard]
-unsafe extern "C-unwind" fn at_subtransaction_end(
-    event: pg_sys::SubXactEvent::Type,
-    subtransaction: pg_sys::SubTransactionId,
-    _parent: pg_sys::SubTransactionId,
-    _arg: *mut std::ffi::c_void,
-) {
-    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
-        for handler in AT_SUBTRANSACTION_ABORT.with_borrow(|handlers| handlers.clone()) {
-            handler(subtransaction);
-        }
     }
 }

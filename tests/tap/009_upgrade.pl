@@ -1,4 +1,4 @@
-# ALTER EXTENSION pg_softfk UPDATE from each released version (0.1.0, 0.2.0 and 0.3.0, as they
+# ALTER EXTENSION pg_softfk UPDATE from each released version (0.1.0 to 0.4.0, as they
 # landed; tests/fixtures/) to the current version: a database that used the old version ends
 # with exactly the objects of a fresh install of the current version — functions with their
 # bodies and settings, tables, columns, constraints, indexes, triggers, views, event triggers,
@@ -20,6 +20,21 @@ my $current = $node->safe_psql('postgres',
     q{SELECT default_version FROM pg_available_extensions WHERE name = 'pg_softfk'});
 $node->safe_psql('postgres', 'CREATE DATABASE fresh');
 $node->safe_psql('fresh', 'CREATE EXTENSION pg_softfk');
+
+# The check triggers on a child, with the reference id left out.
+my $check_triggers = q{
+    SELECT string_agg(regexp_replace(pg_get_triggerdef(oid), 'check_key\('[0-9]+'\)', 'check_key(id)'),
+                      E'\n' ORDER BY tgname)
+      FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass
+       AND tgfoid = 'softfk.check_key()'::regprocedure};
+$node->safe_psql('fresh', q{
+    CREATE TABLE auth_user (id int PRIMARY KEY);
+    CREATE TABLE bookmark (id int PRIMARY KEY, user_id int);
+    SELECT softfk_add('bookmark', 'user_id', 'auth_user', on_delete => 'set null');
+});
+my $fresh_check_triggers = $node->safe_psql('fresh', $check_triggers);
+like($fresh_check_triggers, qr/AFTER UPDATE OF user_id ON public.bookmark/,
+    'a fresh install checks UPDATEs of the key column');
 
 # Every object of the extension, described without oids.
 my $describe = q{
@@ -60,7 +75,7 @@ my $describe = q{
 my $fresh = $node->safe_psql('fresh', $describe);
 like($fresh, qr/softfk_revert/, 'the description covers the current objects');
 
-for my $from ('0.1.0', '0.2.0', '0.3.0')
+for my $from ('0.1.0', '0.2.0', '0.3.0', '0.4.0')
 {
     isnt($current, $from, "the current version ($current) is not $from");
     (my $db = "from_$from") =~ s/\./_/g;
@@ -91,6 +106,9 @@ for my $from ('0.1.0', '0.2.0', '0.3.0')
         diag("only after the update: $_") for grep { !$fresh{$_} } split /\n/, $updated;
         diag("only in a fresh install: $_") for grep { !$updated{$_} } split /\n/, $fresh;
     }
+
+    is($node->safe_psql($db, $check_triggers), $fresh_check_triggers,
+        "updated from $from, a checked child has the check triggers of a fresh install");
 
     # What the old version registered keeps working.
     my ($ret, $stdout, $stderr) = $node->psql($db, 'INSERT INTO bookmark VALUES (100, 999)');
