@@ -110,15 +110,12 @@ unsafe fn key_of(slot: *mut pg_sys::TupleTableSlot, plan: &Plan) -> Option<pg_sy
 ///
 /// # Safety
 /// `slot` holds a heap row version fetched from its table.
-unsafe fn written_by_this_transaction(slot: *mut pg_sys::TupleTableSlot) -> bool {
+unsafe fn row_written_by_this_transaction(slot: *mut pg_sys::TupleTableSlot) -> bool {
     let mut is_null = false;
     // SAFETY: reads the slot's xmin system column, then this transaction's own state.
     unsafe {
-        let xmin = pg_sys::slot_getsysattr(
-            slot,
-            pg_sys::MinTransactionIdAttributeNumber,
-            &mut is_null,
-        );
+        let xmin =
+            pg_sys::slot_getsysattr(slot, pg_sys::MinTransactionIdAttributeNumber, &mut is_null);
         !is_null
             && pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from_inner(
                 xmin.value() as u32,
@@ -218,7 +215,7 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
         if updating
             && key_of(data.tg_trigslot, &plan)
                 .is_some_and(|old| key_bytes == self::key_bytes(old, plan.key_type))
-            && !written_by_this_transaction(data.tg_trigslot)
+            && !row_written_by_this_transaction(data.tg_trigslot)
         {
             // The key did not change, and was checked when the row was written (core's
             // RI_FKey_fk_upd_check_required). A row written earlier in this transaction is
@@ -311,4 +308,30 @@ fn depend_on_extension(trigger: pg_sys::Oid) {
         };
         pg_sys::recordDependencyOn(&trigger, &owner, pg_sys::DependencyType::DEPENDENCY_AUTO);
     }
+}
+
+// The WHEN-clause functions of versions 0.1.0 to 0.4.0, whose check triggers a database keeps
+// until `ALTER EXTENSION pg_softfk UPDATE` re-creates them (and whose install scripts name
+// these symbols). Every row they let through is checked by `check_key`, which finds repeated
+// keys itself now.
+
+function_info_v1!(pg_finfo_softfk_key_needs_check);
+
+/// SQL (before 0.5.0): softfk.key_needs_check(reference bigint, key anyelement) RETURNS
+/// boolean STRICT: always true.
+///
+/// # Safety
+/// Called by PostgreSQL's function manager; reads nothing.
+#[unsafe(no_mangle)]
+pub unsafe extern "C-unwind" fn softfk_key_needs_check(
+    _fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    pg_sys::Datum::from(true)
+}
+
+/// SQL (before 0.5.0): softfk.written_by_this_transaction(row_xmin xid) RETURNS boolean
+#[pg_extern(sql = false)]
+fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
+    // SAFETY: looks the id up in this transaction's own state; any id is a valid argument.
+    unsafe { pg_sys::TransactionIdIsCurrentTransactionId(row_xmin) }
 }

@@ -23,7 +23,7 @@ $node->safe_psql('fresh', 'CREATE EXTENSION pg_softfk');
 
 # The check triggers on a child, with the reference id left out.
 my $check_triggers = q{
-    SELECT string_agg(regexp_replace(pg_get_triggerdef(oid), 'check_key\('[0-9]+'\)', 'check_key(id)'),
+    SELECT string_agg(regexp_replace(pg_get_triggerdef(oid), 'check_key\(''[0-9]+''\)', 'check_key(id)'),
                       E'\n' ORDER BY tgname)
       FROM pg_trigger WHERE tgrelid = 'bookmark'::regclass
        AND tgfoid = 'softfk.check_key()'::regprocedure};
@@ -93,6 +93,12 @@ for my $from ('0.1.0', '0.2.0', '0.3.0', '0.4.0')
     });
     is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
         $from, "a database uses $from");
+    # Until the update, the old check triggers run on the new library.
+    my ($ret_before, $stdout_before, $stderr_before) =
+        $node->psql($db, 'INSERT INTO bookmark VALUES (100, 999)');
+    like($stderr_before, qr/violates soft reference/,
+        "before the update, a check trigger made by $from refuses an orphan on the new library");
+    $node->safe_psql($db, 'INSERT INTO bookmark VALUES (100, 1), (101, 1); DELETE FROM bookmark WHERE id >= 100');
     $node->safe_psql($db, 'ALTER EXTENSION pg_softfk UPDATE');
     is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
         $current, "ALTER EXTENSION pg_softfk UPDATE brings $from to the current version");
