@@ -21,11 +21,16 @@
 #   (c) single   pgbench, 1 client inserting single rows for random users, no contention;
 #                also "noop": a deferred constraint trigger that does nothing (contrib lo's
 #                lo_manage on INSERT), the floor any deferred per-row check starts from
+#   (e) loop     single-row transactions without the client: a procedure that runs one
+#                statement and COMMITs, 50,000 times, per contender (plus "noop"); an INSERT,
+#                an UPDATE of another column, Django's save() (the key set to itself and
+#                another column), and an UPDATE that changes the key; microseconds per
+#                transaction. What (c) measures, without the client round trip and its noise.
 #   (d) memory   the backend's peak anonymous memory (RssAnon: private heap, not shared
 #                buffers) during one INSERT of 10M rows, over 1M users and all distinct;
 #                also "fk_deferred", a DEFERRABLE INITIALLY DEFERRED foreign key (what Django
 #                creates): core copies deferred events at statement end, which doubles them
-# BENCH_SECTIONS="a d" runs only those sections (default: a b c d).
+# BENCH_SECTIONS="a d" runs only those sections (default: a b c d e).
 # The cluster runs with synchronous_commit = off, so latencies measure the database's work
 # rather than this machine's fsync.
 source "$(dirname "${BASH_SOURCE[0]}")/../script/lib.sh"
@@ -39,7 +44,8 @@ VARIANTS=(none fk soft immediate)
 CONTENTION_SECONDS=${CONTENTION_SECONDS:-30}
 SINGLE_SECONDS=${SINGLE_SECONDS:-15}
 MEMORY_ROWS=${MEMORY_ROWS:-10000000}
-SECTIONS=${BENCH_SECTIONS:-a b c d}
+SECTIONS=${BENCH_SECTIONS:-a b c d e}
+LOOP_ROWS=${LOOP_ROWS:-50000}
 section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 install_prerequisites
@@ -155,6 +161,60 @@ section c && for i in $(seq 1 "$REPEATS"); do
     done
 done
 
+# ---------------------------------------------------------------------------------------- (e)
+: >"$WORK/loop.txt"
+LOOP_KINDS=(insert update_other save update_key)
+# One procedure per contender and kind, with static SQL (plans cached as an application's
+# prepared statements are). The UPDATEs take the rows the INSERT loop left, in id order.
+section e && for v in "${VARIANTS[@]}" noop; do
+    sql <<SQL
+CREATE PROCEDURE loop_insert_$v(n int) LANGUAGE plpgsql AS \$\$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO enroll_$v (user_id, course_id)
+        VALUES (1 + (hashint4(i) & 2147483647) % 1000000, 'course-v1:edX+One');
+        COMMIT;
+    END LOOP;
+END \$\$;
+CREATE PROCEDURE loop_update_other_$v(n int) LANGUAGE plpgsql AS \$\$
+DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        UPDATE enroll_$v SET course_id = 'course-v1:edX+Two' WHERE id = first + i;
+        COMMIT;
+    END LOOP;
+END \$\$;
+CREATE PROCEDURE loop_save_$v(n int) LANGUAGE plpgsql AS \$\$
+DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        UPDATE enroll_$v SET user_id = user_id, course_id = 'course-v1:edX+Three' WHERE id = first + i;
+        COMMIT;
+    END LOOP;
+END \$\$;
+CREATE PROCEDURE loop_update_key_$v(n int) LANGUAGE plpgsql AS \$\$
+DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
+BEGIN
+    FOR i IN 0..n - 1 LOOP
+        UPDATE enroll_$v SET user_id = 1 + (hashint4(i + 7) & 2147483647) % 1000000 WHERE id = first + i;
+        COMMIT;
+    END LOOP;
+END \$\$;
+SQL
+done
+section e && say "(e) single-row transactions in a server-side loop, $LOOP_ROWS each, $REPEATS rounds"
+section e && for i in $(seq 1 "$REPEATS"); do
+    for v in $(rotated "$i") noop; do
+        fresh
+        for kind in "${LOOP_KINDS[@]}"; do
+            ms=$(sql -c '\timing on' -c "CALL loop_${kind}_$v($LOOP_ROWS)" |
+                sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+            echo "$kind $v $(awk -v ms="$ms" -v n="$LOOP_ROWS" 'BEGIN { printf "%.2f", ms * 1000 / n }')" |
+                tee -a "$WORK/loop.txt"
+        done
+    done
+done
+
 # ---------------------------------------------------------------------------------------- (d)
 section d && say "(d) peak backend memory during one INSERT of $MEMORY_ROWS rows"
 # peak_rss_anon APPNAME: the highest RssAnon (kB) of the backend running as APPNAME, sampled
@@ -221,6 +281,18 @@ say "medians over $REPEATS rounds"
     for v in "${VARIANTS[@]}" noop; do
         lat=$(awk -v v=$v '$1 == v { print $2 }' "$WORK/single.txt" | median)
         awk -v v=$v -v l="$lat" -v n="$none_lat" 'BEGIN { printf "  %-10s %7.3f ms  %5.2fx none\n", v, l, l / n }'
+    done
+    fi
+    if section e; then
+    echo "(e) single-row transactions, server-side loop: median microseconds per transaction"
+    for kind in "${LOOP_KINDS[@]}"; do
+        none_us=$(awk -v k=$kind '$1 == k && $2 == "none" { print $3 }' "$WORK/loop.txt" | median)
+        fk_us=$(awk -v k=$kind '$1 == k && $2 == "fk" { print $3 }' "$WORK/loop.txt" | median)
+        for v in "${VARIANTS[@]}" noop; do
+            us=$(awk -v k=$kind -v v=$v '$1 == k && $2 == v { print $3 }' "$WORK/loop.txt" | median)
+            awk -v k=$kind -v v=$v -v u="$us" -v n="$none_us" -v f="$fk_us" \
+                'BEGIN { printf "  %-12s %-10s %7.2f us  %5.2fx none  %5.2fx fk\n", k, v, u, u / n, u / f }'
+        done
     done
     fi
     section d && echo "(d) peak backend RssAnon during one 10M-row INSERT (MB)"

@@ -4,7 +4,7 @@
 --
 -- Each validated reference has two triggers on the child table:
 --   <table>_<column>_softfk_ins  AFTER INSERT
---   <table>_<column>_softfk_upd  AFTER UPDATE OF the key column
+--   <table>_<column>_softfk_upd  AFTER UPDATE
 -- Both are DEFERRABLE, INITIALLY DEFERRED for validate 'deferred' and INITIALLY IMMEDIATE
 -- for 'immediate', so SET CONSTRAINTS works on them by these names (or ALL).
 --
@@ -52,14 +52,13 @@ BEGIN
         'CREATE CONSTRAINT TRIGGER %I AFTER INSERT ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
         'EXECUTE FUNCTION softfk.check_key(%s)',
         softfk.trigger_name(child, child_column, '_softfk_ins'), child, timing, reference);
-    -- Only an UPDATE that sets the key column queues a check. An UPDATE of another column of
-    -- a row inserted earlier in the transaction queues none: that row's own INSERT check
-    -- follows the row to its newest version (check_key).
+    -- Every UPDATE, not UPDATE OF the key column: that would miss a key a BEFORE trigger
+    -- changes (core looks only at the SET list). check_key returns at once when the key is
+    -- unchanged.
     EXECUTE format(
-        'CREATE CONSTRAINT TRIGGER %I AFTER UPDATE OF %I ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
+        'CREATE CONSTRAINT TRIGGER %I AFTER UPDATE ON %s DEFERRABLE INITIALLY %s FOR EACH ROW '
         'EXECUTE FUNCTION softfk.check_key(%s)',
-        softfk.trigger_name(child, child_column, '_softfk_upd'), child_column, child, timing,
-        reference);
+        softfk.trigger_name(child, child_column, '_softfk_upd'), child, timing, reference);
 END $$;
 
 -- The check triggers of a reference, found by what they run rather than by name (names go

@@ -17,9 +17,9 @@
 //! The triggers (sql/check.sql) are constraint triggers, so deferral and `SET CONSTRAINTS`
 //! come from core's after-trigger queue. They have no WHEN clause: core would parse it again
 //! for every statement, which costs a single-row INSERT more than the check itself. Instead
-//! each event decides when it fires: an UPDATE that kept its key is done at once, and a key
-//! that an earlier event of the same batch found in the parent is not probed again
-//! ([`verified`]).
+//! each event decides when it fires: an UPDATE that kept its key is done at once (unless the
+//! row was written earlier in the transaction), and a key that an earlier event of the same
+//! batch found in the parent is not probed again ([`verified`]).
 
 mod plan;
 mod verified;
@@ -51,8 +51,9 @@ pub fn install(reference: i64, child: pg_sys::Oid, child_column: &str, validate:
 }
 
 /// Remove the check triggers of a reference, wherever they are. Refused while checks of this
-/// transaction are still queued on the child (core would fail them at COMMIT with "could not
-/// find trigger"), as ALTER TABLE refuses a table with pending trigger events.
+/// transaction are still queued on the child (core would silently drop them with their
+/// trigger, and let an orphan through), as ALTER TABLE refuses a table with pending trigger
+/// events.
 pub fn remove(reference: i64, child: pg_sys::Oid) {
     // SAFETY: reads this transaction's after-trigger queue.
     if unsafe { pg_sys::AfterTriggerPendingOnRel(child) } {
@@ -120,35 +121,6 @@ unsafe fn row_written_by_this_transaction(slot: *mut pg_sys::TupleTableSlot) -> 
             && pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from_inner(
                 xmin.value() as u32,
             ))
-    }
-}
-
-/// Does the newest live version of the row in `slot` (following its update chain, under
-/// `SnapshotSelf`) still hold `key`? It does after an UPDATE of another column, which
-/// queued no check of its own; it does not after a DELETE, or an UPDATE of the key (whose
-/// event checks the new key).
-///
-/// # Safety
-/// `slot` holds a row version of `relation` fetched by its tid, `plan` is the relation's.
-unsafe fn newest_version_holds(
-    relation: pg_sys::Relation,
-    slot: *mut pg_sys::TupleTableSlot,
-    plan: &Plan,
-    key: &KeyBytes,
-) -> bool {
-    // SAFETY: a tid scan of the relation the trigger fired on (open and locked by the
-    // firing), ended here; the slot for the newest version is dropped here.
-    unsafe {
-        let snapshot = &raw mut pg_sys::SnapshotSelfData;
-        let mut tid = (*slot).tts_tid;
-        let scan = pg_sys::table_beginscan_tid(relation, snapshot);
-        pg_sys::table_tuple_get_latest_tid(scan, &mut tid);
-        pg_sys::table_endscan(scan);
-        let newest = pg_sys::table_slot_create(relation, std::ptr::null_mut());
-        let holds = pg_sys::table_tuple_fetch_row_version(relation, &mut tid, snapshot, newest)
-            && key_of(newest, plan).is_some_and(|k| key_bytes(k, plan.key_type) == *key);
-        pg_sys::ExecDropSingleTupleTableSlot(newest);
-        holds
     }
 }
 
@@ -227,15 +199,12 @@ pub unsafe extern "C-unwind" fn softfk_check_key(
             return pg_sys::Datum::from(0);
         }
         // Core's rule: a row deleted or updated again since this event was queued is not
-        // checked here. But an UPDATE of another column queues no event of its own (the
-        // trigger is UPDATE OF the key column), so the key is checked here when the row's
-        // newest version still holds it.
+        // checked here (its newer version has its own event, or is gone).
         if !pg_sys::table_tuple_satisfies_snapshot(
             relation,
             slot,
             &raw mut pg_sys::SnapshotSelfData,
-        ) && !newest_version_holds(relation, slot, &plan, &key_bytes)
-        {
+        ) {
             return pg_sys::Datum::from(0);
         }
         if plan.parent_has(key) {

@@ -21,9 +21,10 @@
 //! what it found. Nothing is remembered from
 //! one batch to the next: a later statement, or COMMIT, probes again.
 //!
-//! Why a token can't be confused with another batch's: a batch that starts always replaces
-//! whatever was kept under its token (the address of memory that a freed batch may have used
-//! before), and everything is forgotten at the end of the transaction.
+//! Why a token can't be confused with another batch's: the token is memory allocated for the
+//! batch (in the `FmgrInfo`'s context), with a callback that forgets the batch when that
+//! memory is freed; a batch that starts also replaces whatever was kept under its address;
+//! and everything is forgotten at the end of the transaction.
 //!
 //! Memory: the sets may use `pg_softfk.check_dedup_memory` (default 16MB) in all, their hash
 //! tables counted exactly (buckets × (entry + control byte), and both tables while one
@@ -34,6 +35,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 
 use pgrx::pg_sys;
+use pgrx::prelude::*;
 
 use crate::postgres::transaction;
 use crate::settings::CHECK_DEDUP_MEMORY;
@@ -112,33 +114,56 @@ thread_local! {
 /// # Safety
 /// `flinfo` is the check function's own, valid for the call; its `fn_extra` is ours.
 pub unsafe fn batch_of(flinfo: *mut pg_sys::FmgrInfo) -> usize {
-    // SAFETY: fn_extra belongs to this call site; the token is allocated in fn_mcxt, which
-    // lives as long as the FmgrInfo.
+    // SAFETY: fn_extra belongs to this call site. The token is a reset callback allocated in
+    // fn_mcxt, which lives as long as the FmgrInfo: when that memory goes, the callback
+    // forgets the batch (it touches only this module's state, so it may run during abort).
     unsafe {
         if !(*flinfo).fn_extra.is_null() {
             return (*flinfo).fn_extra as usize;
         }
         register_callback();
-        let token = pg_sys::MemoryContextAlloc((*flinfo).fn_mcxt, 1);
-        (*flinfo).fn_extra = token;
-        let token = token as usize;
-        BATCHES.with_borrow_mut(|batches| {
-            if let Some(stale) = batches.by_token.remove(&token) {
-                batches.bytes -= stale.bytes();
-            }
+        let callback = pg_sys::MemoryContextAlloc(
+            (*flinfo).fn_mcxt,
+            size_of::<pg_sys::MemoryContextCallback>(),
+        ) as *mut pg_sys::MemoryContextCallback;
+        callback.write(pg_sys::MemoryContextCallback {
+            func: Some(forget_batch),
+            arg: callback.cast(),
+            next: std::ptr::null_mut(),
         });
+        pg_sys::MemoryContextRegisterResetCallback((*flinfo).fn_mcxt, callback);
+        (*flinfo).fn_extra = callback.cast();
+        let token = callback as usize;
+        forget(token);
         token
     }
+}
+
+/// The memory of a batch's token is going: so is the batch.
+#[pg_guard]
+unsafe extern "C-unwind" fn forget_batch(token: *mut std::ffi::c_void) {
+    forget(token as usize);
+}
+
+/// Drop what is kept under `token` (a batch that ended, or one whose token's address a new
+/// batch now has).
+fn forget(token: usize) {
+    BATCHES.with_borrow_mut(|batches| {
+        if let Some(gone) = batches.by_token.remove(&token) {
+            batches.bytes -= gone.bytes();
+        }
+    });
 }
 
 /// Has this batch already found `key` in the parent, with nothing written by this
 /// transaction since?
 pub fn already_found(batch: usize, key: &KeyBytes) -> bool {
+    let now = now();
     BATCHES.with_borrow(|batches| {
         batches
             .by_token
             .get(&batch)
-            .is_some_and(|found| found.found_at == now() && found.keys.contains(key))
+            .is_some_and(|found| found.found_at == now && found.keys.contains(key))
     })
 }
 
@@ -158,12 +183,13 @@ fn now() -> (pg_sys::CommandId, pg_sys::SubTransactionId) {
 
 /// This batch found `key` in the parent: remember it, if it fits.
 pub fn found(batch: usize, key: KeyBytes) {
+    // (Asked before borrowing: advancing the command counter may raise an error.)
+    let now = now();
+    let budget = CHECK_DEDUP_MEMORY.get() as usize * 1024;
     BATCHES.with_borrow_mut(|batches| {
-        let budget = CHECK_DEDUP_MEMORY.get() as usize * 1024;
         let total = batches.bytes;
         let found = batches.by_token.entry(batch).or_default();
         let others = total - found.bytes();
-        let now = now();
         if found.found_at != now {
             // Written since: what was found before no longer counts.
             found.keys.clear();

@@ -33,8 +33,9 @@ $node->safe_psql('fresh', q{
     SELECT softfk_add('bookmark', 'user_id', 'auth_user', on_delete => 'set null');
 });
 my $fresh_check_triggers = $node->safe_psql('fresh', $check_triggers);
-like($fresh_check_triggers, qr/AFTER UPDATE OF user_id ON public.bookmark/,
-    'a fresh install checks UPDATEs of the key column');
+like($fresh_check_triggers, qr/AFTER UPDATE ON public\.bookmark .*check_key/,
+    'a fresh install checks every UPDATE');
+unlike($fresh_check_triggers, qr/WHEN/, 'with no WHEN clause');
 
 # Every object of the extension, described without oids.
 my $describe = q{
@@ -99,6 +100,13 @@ for my $from ('0.1.0', '0.2.0', '0.3.0', '0.4.0')
     like($stderr_before, qr/violates soft reference/,
         "before the update, a check trigger made by $from refuses an orphan on the new library");
     $node->safe_psql($db, 'INSERT INTO bookmark VALUES (100, 1), (101, 1); DELETE FROM bookmark WHERE id >= 100');
+    # A check queued before the update, in its transaction, still runs.
+    my ($ret_pending, $stdout_pending, $stderr_pending) = $node->psql($db,
+        'BEGIN; INSERT INTO bookmark VALUES (102, 998); ALTER EXTENSION pg_softfk UPDATE; COMMIT;');
+    like($stderr_pending, qr/violates soft reference/,
+        "an orphan written before ALTER EXTENSION UPDATE from $from, in its transaction, is refused");
+    is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
+        $from, "... and the update with it");
     $node->safe_psql($db, 'ALTER EXTENSION pg_softfk UPDATE');
     is($node->safe_psql($db, q{SELECT extversion FROM pg_extension WHERE extname = 'pg_softfk'}),
         $current, "ALTER EXTENSION pg_softfk UPDATE brings $from to the current version");

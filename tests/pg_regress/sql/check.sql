@@ -103,6 +103,16 @@ COMMIT;
 -- ... and a changed key is checked.
 UPDATE "Learning Platform"."Enrollment" SET "UserId" = 3 WHERE "UserId" = 2;
 UPDATE "Learning Platform"."Enrollment" SET "UserId" = 77 WHERE "UserId" = 3;
+-- A key changed by a BEFORE UPDATE trigger rather than by the SET list is checked too.
+CREATE FUNCTION "Learning Platform".remap_user() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW."UserId" := 999;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER remap BEFORE UPDATE ON "Learning Platform"."Enrollment"
+    FOR EACH ROW WHEN (NEW."Note" = 'remap') EXECUTE FUNCTION "Learning Platform".remap_user();
+UPDATE "Learning Platform"."Enrollment" SET "Note" = 'remap' WHERE id = (SELECT min(id) FROM "Learning Platform"."Enrollment");
+DROP TRIGGER remap ON "Learning Platform"."Enrollment";
 -- A row inserted in this transaction and then updated in another column is still checked
 -- (that UPDATE queues no check; the INSERT's check follows the row to its newest version).
 BEGIN;
