@@ -165,42 +165,31 @@ done
 : >"$WORK/loop.txt"
 LOOP_KINDS=(insert update_other save update_key)
 # One procedure per contender and kind, with static SQL (plans cached as an application's
-# prepared statements are). The UPDATEs take the rows the INSERT loop left, in id order.
+# prepared statements are): loop_KIND_CONTENDER(n) runs the statement for i = 0 .. n-1 and
+# COMMITs each time. The UPDATEs take the rows the INSERT loop left, in id order ("first" is
+# the lowest id).
+loop_statement() {
+    case $1 in
+    insert) echo "INSERT INTO enroll_$2 (user_id, course_id)
+                  VALUES (1 + (hashint4(i) & 2147483647) % 1000000, 'course-v1:edX+One')" ;;
+    update_other) echo "UPDATE enroll_$2 SET course_id = 'course-v1:edX+Two' WHERE id = first + i" ;;
+    save) echo "UPDATE enroll_$2 SET user_id = user_id, course_id = 'course-v1:edX+Three' WHERE id = first + i" ;;
+    update_key) echo "UPDATE enroll_$2 SET user_id = 1 + (hashint4(i + 7) & 2147483647) % 1000000 WHERE id = first + i" ;;
+    esac
+}
 section e && for v in "${VARIANTS[@]}" noop; do
-    sql <<SQL
-CREATE PROCEDURE loop_insert_$v(n int) LANGUAGE plpgsql AS \$\$
-BEGIN
-    FOR i IN 1..n LOOP
-        INSERT INTO enroll_$v (user_id, course_id)
-        VALUES (1 + (hashint4(i) & 2147483647) % 1000000, 'course-v1:edX+One');
-        COMMIT;
-    END LOOP;
-END \$\$;
-CREATE PROCEDURE loop_update_other_$v(n int) LANGUAGE plpgsql AS \$\$
-DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
+    for kind in "${LOOP_KINDS[@]}"; do
+        sql <<SQL
+CREATE PROCEDURE loop_${kind}_$v(n int) LANGUAGE plpgsql AS \$\$
+DECLARE first bigint := (SELECT coalesce(min(id), 0) FROM enroll_$v);
 BEGIN
     FOR i IN 0..n - 1 LOOP
-        UPDATE enroll_$v SET course_id = 'course-v1:edX+Two' WHERE id = first + i;
-        COMMIT;
-    END LOOP;
-END \$\$;
-CREATE PROCEDURE loop_save_$v(n int) LANGUAGE plpgsql AS \$\$
-DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
-BEGIN
-    FOR i IN 0..n - 1 LOOP
-        UPDATE enroll_$v SET user_id = user_id, course_id = 'course-v1:edX+Three' WHERE id = first + i;
-        COMMIT;
-    END LOOP;
-END \$\$;
-CREATE PROCEDURE loop_update_key_$v(n int) LANGUAGE plpgsql AS \$\$
-DECLARE first bigint := (SELECT min(id) FROM enroll_$v);
-BEGIN
-    FOR i IN 0..n - 1 LOOP
-        UPDATE enroll_$v SET user_id = 1 + (hashint4(i + 7) & 2147483647) % 1000000 WHERE id = first + i;
+        $(loop_statement "$kind" "$v");
         COMMIT;
     END LOOP;
 END \$\$;
 SQL
+    done
 done
 section e && say "(e) single-row transactions in a server-side loop, $LOOP_ROWS each, $REPEATS rounds"
 section e && for i in $(seq 1 "$REPEATS"); do
