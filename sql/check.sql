@@ -9,7 +9,7 @@
 -- for 'immediate', so SET CONSTRAINTS works on them by these names (or ALL).
 --
 -- Neither has a WHEN clause: PostgreSQL parses a trigger's WHEN clause again for every
--- statement, and for a single-row INSERT that costs more than the check itself. What a WHEN
+-- statement, a cost each single-row write paid (BENCHMARKS.md, issue 16). What a WHEN
 -- clause would decide (a NULL key, a key the UPDATE kept, a key already found by this batch of
 -- events) the trigger decides when it fires (src/check/).
 

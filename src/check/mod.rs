@@ -16,7 +16,7 @@
 //!
 //! The triggers (sql/check.sql) are constraint triggers, so deferral and `SET CONSTRAINTS`
 //! come from core's after-trigger queue. They have no WHEN clause: core would parse it again
-//! for every statement, which costs a single-row INSERT more than the check itself. Instead
+//! for every statement, a cost each single-row write paid (BENCHMARKS.md). Instead
 //! each event decides when it fires: an UPDATE that kept its key is done at once (unless the
 //! row was written earlier in the transaction), and a key that an earlier event of the same
 //! batch found in the parent is not probed again ([`verified`]).
