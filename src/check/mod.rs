@@ -113,15 +113,11 @@ unsafe fn key_of(slot: *mut pg_sys::TupleTableSlot, plan: &Plan) -> Option<pg_sy
 /// `slot` holds a heap row version fetched from its table.
 unsafe fn row_written_by_this_transaction(slot: *mut pg_sys::TupleTableSlot) -> bool {
     let mut is_null = false;
-    // SAFETY: reads the slot's xmin system column, then this transaction's own state.
-    unsafe {
-        let xmin =
-            pg_sys::slot_getsysattr(slot, pg_sys::MinTransactionIdAttributeNumber, &mut is_null);
-        !is_null
-            && pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from_inner(
-                xmin.value() as u32,
-            ))
-    }
+    // SAFETY: reads the slot's xmin system column.
+    let xmin = unsafe {
+        pg_sys::slot_getsysattr(slot, pg_sys::MinTransactionIdAttributeNumber, &mut is_null)
+    };
+    !is_null && written_by_this_transaction(pg_sys::TransactionId::from_inner(xmin.value() as u32))
 }
 
 fn reference_argument(trigger: &pg_sys::Trigger) -> i64 {
@@ -298,7 +294,8 @@ pub unsafe extern "C-unwind" fn softfk_key_needs_check(
     pg_sys::Datum::from(true)
 }
 
-/// SQL (before 0.5.0): softfk.written_by_this_transaction(row_xmin xid) RETURNS boolean
+/// SQL (before 0.5.0): softfk.written_by_this_transaction(row_xmin xid) RETURNS boolean; also
+/// what `check_key` asks of an UPDATE's old row version.
 #[pg_extern(sql = false)]
 fn written_by_this_transaction(row_xmin: pg_sys::TransactionId) -> bool {
     // SAFETY: looks the id up in this transaction's own state; any id is a valid argument.

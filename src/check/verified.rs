@@ -3,8 +3,10 @@
 //!
 //! Core queues one after-trigger event per child row and fires a transaction's (or a
 //! statement's) queued events together: at the end of the statement for `immediate`, at
-//! COMMIT or `SET CONSTRAINTS ... IMMEDIATE` for `deferred`. Each such firing builds its own
-//! executor state, and in it a fresh `FmgrInfo` for the check function of each table
+//! COMMIT or `SET CONSTRAINTS ... IMMEDIATE` for `deferred`. Each firing runs in an executor
+//! state of its own (COMMIT's and SET CONSTRAINTS' are made for it; the end of a statement
+//! uses the statement's, whose rounds of events queued by other triggers count as one batch),
+//! and there a fresh `FmgrInfo` for the check function of each table
 //! (`ResultRelInfo.ri_TrigFunctions`, `fn_extra` zeroed). So the `FmgrInfo` names the batch: the
 //! first event of a batch finds `fn_extra` NULL and gives it a token; later events of the same
 //! batch find the same token, and with it the keys the batch has already found in the parent.
