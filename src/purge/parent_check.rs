@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::PgSqlErrorCode;
 
 use crate::catalog::query::KEY_TEXT_SETTINGS;
@@ -17,32 +18,69 @@ use crate::postgres::spi::read_one;
 /// SQL: softfk.absent_keys(reference bigint, keys text[]) RETURNS text[]
 /// The keys (as text) that have no row in the reference's parent: the parent check inside
 /// each purge statement. The statement runs as the child's owner, who may not read the parent;
-/// this reads it as the extension's owner, under the calling statement's snapshot (the
-/// function is STABLE), for a caller that owns the child or may read the parent.
+/// this reads it as the extension's owner, for a caller that owns the child or may read the
+/// parent, under a snapshot taken as it runs (never older than the calling statement's).
 #[pg_extern(sql = false)]
 fn absent_keys(reference: i64, keys: Vec<String>) -> Option<Vec<String>> {
     let caller = process::current_user();
-    let prepared = PARENT_CHECK.with_borrow(|check| match check {
-        Some((id, role, sql)) if *id == reference && *role == caller => Some(sql.clone()),
-        _ => None,
+    let prepared_here = PARENT_CHECK.with_borrow(|check| {
+        check
+            .as_ref()
+            .is_some_and(|check| check.reference == reference && check.role == caller)
     });
-    let sql = match prepared {
-        Some(sql) => sql,
-        None => absent_keys_sql_for(reference, caller),
-    };
+    if !prepared_here {
+        let sql = absent_keys_sql_for(reference, caller);
+        return as_extension_owner(|| {
+            with_settings(&KEY_TEXT_SETTINGS, || {
+                read_one::<Vec<String>>(&sql, &[keys.into()])
+            })
+        });
+    }
+    // The purge's own statements: the plan made for the first of them. (The query runs under
+    // a snapshot taken as it starts, as any SPI query of a transaction that has written: it
+    // sees every parent row the calling statement sees, and any committed since.)
     as_extension_owner(|| {
         with_settings(&KEY_TEXT_SETTINGS, || {
-            read_one::<Vec<String>>(&sql, &[keys.into()])
+            Spi::connect(|client| {
+                PARENT_CHECK.with_borrow_mut(|check| {
+                    let check = check.as_mut().expect("prepared above");
+                    let plan = check.plan.get_or_insert_with(|| {
+                        client
+                            .prepare(check.sql.as_str(), &[PgBuiltInOids::TEXTARRAYOID.into()])
+                            .expect("preparing the parent check")
+                            .keep()
+                    });
+                    let rows = client
+                        .select(&*plan, None, &[keys.into()])
+                        .expect("running the parent check");
+                    if rows.is_empty() {
+                        return None;
+                    }
+                    rows.first()
+                        .get::<Vec<String>>(1)
+                        .expect("reading the absent keys")
+                })
+            })
         })
     })
 }
 
+/// The parent check of the purge statements being run.
+struct Prepared {
+    reference: i64,
+    /// The child's owner, whom the statements run as.
+    role: pg_sys::Oid,
+    sql: String,
+    /// Its plan, made by the first statement that asks and kept until the reference's
+    /// statements are done: parsing and planning it for each statement cost as much as
+    /// running it.
+    plan: Option<OwnedPreparedStatement>,
+}
+
 thread_local! {
-    /// The parent check of the purge statements being run: (reference, the child's owner they
-    /// run as, the query), so that softfk.absent_keys need not load and check the reference
-    /// for every statement.
-    static PARENT_CHECK: RefCell<Option<(i64, pg_sys::Oid, String)>> =
-        const { RefCell::new(None) };
+    /// The parent check of the purge statements being run, so that softfk.absent_keys need
+    /// not load and check the reference, nor plan its query, for every statement.
+    static PARENT_CHECK: RefCell<Option<Prepared>> = const { RefCell::new(None) };
 }
 
 /// [`PARENT_CHECK`] for one reference's statements, forgotten when dropped.
@@ -50,7 +88,12 @@ pub struct ParentCheck;
 
 impl ParentCheck {
     pub fn prepare(reference: &Reference, owner: pg_sys::Oid) -> ParentCheck {
-        PARENT_CHECK.set(Some((reference.id, owner, reference.absent_keys_sql())));
+        PARENT_CHECK.set(Some(Prepared {
+            reference: reference.id,
+            role: owner,
+            sql: reference.absent_keys_sql(),
+            plan: None,
+        }));
         ParentCheck
     }
 }

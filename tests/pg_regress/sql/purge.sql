@@ -277,6 +277,38 @@ DROP SCHEMA "Accounts" CASCADE;
 DROP TABLE auth_user, enrollment, bookmark, history, grade;
 DROP FUNCTION refuse_delete();
 
+-- A purge statement asks the parent once, and probes the child's index for its keys. The
+-- planner is never shown the keys: shown them, it ran the parent check while estimating the
+-- join (twice per statement), and for 1,000 keys chose to read and hash the whole child.
+CREATE TABLE member (id int PRIMARY KEY);
+INSERT INTO member SELECT generate_series(1, 20000);
+CREATE TABLE post (id serial PRIMARY KEY, member_id int NOT NULL, body text);
+INSERT INTO post (member_id, body) SELECT 1 + g % 20000, repeat('x', 40) FROM generate_series(1, 40000) g;
+CREATE INDEX ON post (member_id);
+ANALYZE member, post;
+SELECT softfk_add('post', 'member_id', 'member', on_delete => 'cascade');
+DELETE FROM member WHERE id <= 1000;
+SET track_functions = 'all';
+SET pg_softfk.rows_per_statement = 100000;
+-- (The statistics of a transaction's own scans and calls, counted from its start: a backend
+-- may not have reported those of its earlier transactions yet.)
+BEGIN;
+SELECT coalesce((SELECT calls FROM pg_stat_xact_user_functions
+                  WHERE schemaname = 'softfk' AND funcname = 'absent_keys'), 0) AS checks_before,
+       seq_scan AS reads_before, idx_scan AS probes_before
+  FROM pg_stat_xact_user_tables WHERE relid = 'post'::regclass \gset
+SELECT child, on_delete, rows FROM softfk_purge();
+SELECT calls - :checks_before AS parent_checks FROM pg_stat_xact_user_functions
+ WHERE schemaname = 'softfk' AND funcname = 'absent_keys';
+SELECT seq_scan - :reads_before AS post_read_whole, idx_scan - :probes_before > 0 AS post_probed
+  FROM pg_stat_xact_user_tables WHERE relid = 'post'::regclass;
+COMMIT;
+RESET pg_softfk.rows_per_statement;
+RESET track_functions;
+SELECT count(*) AS posts_of_deleted_members FROM post WHERE member_id <= 1000;
+SELECT softfk_drop('post', 'member_id');
+DROP TABLE post, member;
+
 -- The archive is never lost silently: DROP EXTENSION (and DROP SCHEMA softfk) is refused while
 -- it holds rows, and nothing is dropped; once the rows are copied out or discarded on purpose,
 -- it goes.
