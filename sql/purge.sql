@@ -45,7 +45,14 @@ CREATE TABLE softfk.deletion (
     -- The cluster whose transaction ids final_after counts in (its system identifier).
     -- Transaction ids mean nothing in another cluster: a row restored there from a dump is
     -- ready for its final pass at once, since every transaction of its old cluster has ended.
-    xid_cluster   bigint      NOT NULL DEFAULT softfk.system_identifier()
+    xid_cluster   bigint      NOT NULL DEFAULT softfk.system_identifier(),
+    -- A first pass that reads each child in physical order (a backlog of at least
+    -- pg_softfk.scan_threshold keys, src/purge/scan.rs): where it goes on, as the next block
+    -- of one leaf of one reference (references by id, leaves by oid). NULL: the pass goes key
+    -- by key.
+    scan_reference bigint,
+    scan_table    regclass,
+    scan_block    bigint
 );
 -- Dropping a registration deletes its queue rows (ON DELETE CASCADE) without a scan.
 CREATE INDEX deletion_reference_id ON softfk.deletion (reference_id) WHERE reference_id IS NOT NULL;

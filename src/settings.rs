@@ -23,6 +23,8 @@ pub static ORPHANS_ON_ADD: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static KEYS_PER_BATCH: GucSetting<i32> = GucSetting::<i32>::new(1000);
 /// `pg_softfk.rows_per_statement`.
 pub static ROWS_PER_STATEMENT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+/// `pg_softfk.scan_threshold`, in keys; 0 is never.
+pub static SCAN_THRESHOLD: GucSetting<i32> = GucSetting::<i32>::new(20_000);
 /// `pg_softfk.batch_delay`, in milliseconds.
 pub static BATCH_DELAY: GucSetting<i32> = GucSetting::<i32>::new(0);
 /// `pg_softfk.lock_timeout`, in milliseconds.
@@ -102,6 +104,19 @@ pub fn define() {
         &ROWS_PER_STATEMENT,
         1,
         100_000_000,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_softfk.scan_threshold",
+        c"Deleted keys from which the purge's first pass reads each child once, in physical order.",
+        c"When at least this many keys of one parent column wait for their first pass, they \
+          are purged together by reading each child in block ranges of about \
+          rows_per_statement matching rows each, as a hand-written DELETE ... USING does, \
+          rather than key by key through the child's index. 0 never does.",
+        &SCAN_THRESHOLD,
+        0,
+        i32::MAX,
         GucContext::Userset,
         GucFlags::default(),
     );

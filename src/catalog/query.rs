@@ -134,6 +134,64 @@ impl Reference {
         }
     }
 
+    /// A first pass over one block range of `leaf`, for a large backlog's keys
+    /// (src/purge/scan.rs): the child is read in physical order, as a hand-written
+    /// `DELETE ... USING` reads it, instead of probed key by key, so that each page is
+    /// dirtied once. `lock` reads the blocks from `$2` to before `$3` (tid text, `(block,0)`),
+    /// joins their rows to the keys `$1` (text[]) by hashing the keys, locks them
+    /// `FOR UPDATE SKIP LOCKED` (rows others hold wait for the final pass, as in any first
+    /// pass) and returns their ctids and their keys. `act` changes those of the locked rows
+    /// (ctids `$2`) whose key, among `$1` (the keys `lock` returned), still has no parent,
+    /// under a snapshot taken after the locks: the parent is asked only about keys found in
+    /// the range. The keys are joined, not compared with `= ANY`: the planner estimates
+    /// `key = ANY (<50,000 keys>)` with one selectivity call per element, which cost more than
+    /// the statement. They are a constant there (SPI passes parameters as constants), so that
+    /// the planner knows how many they are and hashes: shown a handful, it probed the child's
+    /// index once per key. The ctids reach `act` through a sub-select, for the same estimate.
+    ///
+    /// ```sql
+    /// -- lock
+    /// SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[], pg_catalog.array_agg(DISTINCT l.key)
+    ///   FROM (SELECT c.ctid, k.key
+    ///           FROM ONLY app.enrollment c
+    ///           JOIN pg_catalog.unnest($1::pg_catalog.text[]) AS k (key)
+    ///             ON k.key::pg_catalog.int4 OPERATOR(pg_catalog.=) c.user_id
+    ///          WHERE c.ctid OPERATOR(pg_catalog.>=) $2::pg_catalog.tid
+    ///            AND c.ctid OPERATOR(pg_catalog.<) $3::pg_catalog.tid
+    ///            FOR UPDATE OF c SKIP LOCKED) l
+    /// -- act (cascade)
+    /// DELETE FROM ONLY app.enrollment c
+    ///  USING pg_catalog.unnest(softfk.absent_keys(7, (SELECT $1::pg_catalog.text[]))::pg_catalog.int4[]) AS k (key)
+    ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ((SELECT $2::pg_catalog.tid[])::pg_catalog.tid[])
+    ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
+    /// ```
+    pub fn range_sql(&self, leaf: &str) -> PurgeSql {
+        let key = self.child_key();
+        let op = &self.operator;
+        let parent_type = &self.parent_type;
+        PurgeSql::LockThenAct {
+            lock: format!(
+                "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[], pg_catalog.array_agg(DISTINCT l.key) \
+                   FROM (SELECT c.ctid, k.key FROM ONLY {leaf} c \
+                           JOIN pg_catalog.unnest($1::pg_catalog.text[]) AS k (key) \
+                             ON k.key::{parent_type} OPERATOR({op}) {key} \
+                          WHERE c.ctid OPERATOR(pg_catalog.>=) $2::pg_catalog.tid \
+                            AND c.ctid OPERATOR(pg_catalog.<) $3::pg_catalog.tid \
+                            FOR UPDATE OF c SKIP LOCKED) l"
+            ),
+            act: self.action_sql(
+                leaf,
+                &format!(
+                    "pg_catalog.unnest(softfk.absent_keys({id}, (SELECT $1::pg_catalog.text[]))::{parent_type}[]) AS k (key)",
+                    id = self.id,
+                ),
+                &format!(
+                    "c.ctid OPERATOR(pg_catalog.=) ANY ((SELECT $2::pg_catalog.tid[])::pg_catalog.tid[]) AND k.key OPERATOR({op}) {key}"
+                ),
+            ),
+        }
+    }
+
     /// The on_delete action on the rows of `leaf` (alias `c`) that meet `condition`, joined
     /// to `using` (a FROM item, or empty).
     fn action_sql(&self, leaf: &str, using: &str, condition: &str) -> String {
@@ -256,7 +314,8 @@ pub enum PurgeSql {
     /// Changes the rows of keys `$1` whose parent is absent.
     One(String),
     /// `lock` locks the rows of keys `$1`, waiting, and returns their ctids (text[]); `act`
-    /// changes those of the ctids `$2` whose key is still absent.
+    /// changes those of the ctids `$2` whose key is still absent. (A range pass's `lock`
+    /// returns their keys too, which its `act` takes as `$1`.)
     LockThenAct { lock: String, act: String },
 }
 
@@ -420,6 +479,37 @@ mod tests {
                                    WHERE EXISTS (SELECT FROM ONLY app.enrollment c
                                                   WHERE q.key::pg_catalog.int4 OPERATOR(pg_catalog.=) c.user_id)))::pg_catalog.int4[]) AS k (key)
                   WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
+                    AND k.key OPERATOR(pg_catalog.=) c.user_id"
+            )
+        );
+    }
+
+    #[test]
+    fn a_range_pass_locks_the_range_rows_of_hashed_keys_then_acts_on_those_still_orphaned() {
+        let PurgeSql::LockThenAct { lock, act } =
+            enrollment(OnDelete::Cascade).range_sql("app.enrollment")
+        else {
+            panic!("expected lock-then-act");
+        };
+        assert_eq!(
+            normalized(&lock),
+            normalized(
+                "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[], pg_catalog.array_agg(DISTINCT l.key)
+                   FROM (SELECT c.ctid, k.key
+                           FROM ONLY app.enrollment c
+                           JOIN pg_catalog.unnest($1::pg_catalog.text[]) AS k (key)
+                             ON k.key::pg_catalog.int4 OPERATOR(pg_catalog.=) c.user_id
+                          WHERE c.ctid OPERATOR(pg_catalog.>=) $2::pg_catalog.tid
+                            AND c.ctid OPERATOR(pg_catalog.<) $3::pg_catalog.tid
+                            FOR UPDATE OF c SKIP LOCKED) l"
+            )
+        );
+        assert_eq!(
+            normalized(&act),
+            normalized(
+                "DELETE FROM ONLY app.enrollment c
+                  USING pg_catalog.unnest(softfk.absent_keys(7, (SELECT $1::pg_catalog.text[]))::pg_catalog.int4[]) AS k (key)
+                  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ((SELECT $2::pg_catalog.tid[])::pg_catalog.tid[])
                     AND k.key OPERATOR(pg_catalog.=) c.user_id"
             )
         );

@@ -14,10 +14,11 @@ use super::parent_check::ParentCheck;
 use super::queue::{self, Entry};
 use super::run_lock::worker_still_holds_run_lock;
 use super::run_log;
+use super::scan;
 use super::{in_transaction, Mode, Rows, Touched};
 use crate::catalog::query::{Pass, PurgeSql, KEY_TEXT_SETTINGS};
 use crate::catalog::reference::{self, OnDelete, Reference, Which};
-use crate::catalog::table::leaf_partitions;
+use crate::catalog::table::{leaf_partitions, Leaf};
 use crate::postgres::error::{error, sqlstate};
 use crate::postgres::guc::{with_settings, SAFE_SEARCH_PATH};
 use crate::postgres::process;
@@ -36,6 +37,8 @@ thread_local! {
     pub static MANY_REFERENCES: Cell<bool> = const { Cell::new(false) };
     /// Whether the batch in progress is a final pass.
     pub static FINAL_PASS: Cell<bool> = const { Cell::new(false) };
+    /// Whether the batch in progress reads the children in physical order (src/purge/scan.rs).
+    pub static SCANNING: Cell<bool> = const { Cell::new(false) };
     /// Per (queue row, reference, leaf) of a whole-table purge: the orphan keys its last
     /// round purged, in this run.
     static LAST_ROUND: RefCell<HashMap<(i64, i64, String), Vec<String>>> =
@@ -57,18 +60,21 @@ pub struct Batch {
     pub rows: BTreeMap<i64, Touched>,
 }
 
-/// Purge one batch in the current transaction. `None` when no queue row is ready.
+/// Purge one batch in the current transaction. `None` when no queue row is ready. A large
+/// backlog's first pass starts in physical order only when `may_scan`.
 pub fn run(
     mode: Mode,
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
     isolated: &BTreeSet<i64>,
     locking_first: &BTreeSet<i64>,
+    may_scan: bool,
 ) -> Option<Batch> {
     CURRENT.set((0, 0, 0));
     OWN_KEYS.set(None);
     MANY_REFERENCES.set(false);
     FINAL_PASS.set(false);
+    SCANNING.set(false);
     if !worker_still_holds_run_lock() {
         return None; // another run took over: this one ends
     }
@@ -78,14 +84,17 @@ pub fn run(
     // after SET CONSTRAINTS ALL IMMEDIATE.)
     Spi::run("SET CONSTRAINTS ALL IMMEDIATE").expect("SET CONSTRAINTS ALL IMMEDIATE");
     let (_, horizon_before) = horizon();
-    let mut entry =
-        as_extension_owner(|| queue::take_entry(horizon_before, failed_entries, keys_for_entry))?;
+    let mut entry = as_extension_owner(|| {
+        queue::take_entry(horizon_before, failed_entries, keys_for_entry, may_scan)
+    })?;
     entry.locking_first = locking_first.contains(&entry.id);
     // Read after the entry was seen: the deletion has committed, so every transaction that
     // could still commit an orphan of it has an id below `next`.
     let (next, horizon_now) = horizon();
-    if !entry.final_pass && entry.starts_pass && horizon_now >= next {
-        entry.final_pass = true; // nothing else is running: this pass is the final one
+    // Nothing else is running: this pass is the final one. (Not a pass in physical order: a
+    // row updated while it runs may move to a page it has read.)
+    if !entry.final_pass && entry.starts_pass && entry.scan.is_none() && horizon_now >= next {
+        entry.final_pass = true;
     }
     FINAL_PASS.set(entry.final_pass);
     let key_count = entry.keys.as_ref().map_or(0, |k| k.len() as i32);
@@ -120,6 +129,38 @@ pub fn run(
     // cluster would read pg_subtrans while the batch runs. Alone, a reference's failure is
     // the batch's, retried with fewer keys and then backed off.
     MANY_REFERENCES.set(references.len() > 1);
+    if let Some(position) = entry.scan {
+        // A large backlog's first pass, each child read in physical order (src/purge/scan.rs).
+        // A reference that cannot be purged fails the batch: the pass then goes on key by key
+        // (run()), where one failing reference is isolated from the others.
+        SCANNING.set(true);
+        let usable: Vec<&Reference> = references
+            .iter()
+            .map(|loaded| match loaded {
+                Ok(reference) => reference,
+                Err(unusable) => unusable.raise(),
+            })
+            .collect();
+        let keys = entry
+            .keys
+            .as_deref()
+            .expect("a physical-order pass has keys");
+        let scanned = scan::run(keys, position, &usable);
+        let complete = scanned.next.is_none();
+        as_extension_owner(|| {
+            match scanned.next {
+                Some(position) => queue::save_scan_position(entry.id, position),
+                None => queue::finish_batch(&entry, true, next),
+            }
+            run_log::add_totals(&scanned.rows);
+        });
+        return Some(Batch {
+            entry: entry.id,
+            keys: if complete { key_count.into() } else { 0 },
+            rows: scanned.rows,
+            failures: Vec::new(),
+        });
+    }
     let isolate = references.len() > 1 && isolated.contains(&entry.id);
     for loaded in &references {
         let id = Reference::id_of(loaded);
@@ -226,6 +267,68 @@ fn child_search_path() -> String {
     schemas.join(", ")
 }
 
+/// The settings every purge statement runs with, set for the statement and every setting
+/// the child's triggers change thrown away at its end (with_settings): nothing one owner's
+/// trigger sets reaches the next statement.
+pub(super) struct StatementSettings {
+    lock_timeout: String,
+    search_path: String,
+}
+
+impl StatementSettings {
+    pub(super) fn new() -> StatementSettings {
+        StatementSettings {
+            lock_timeout: LOCK_TIMEOUT.get().to_string(),
+            search_path: child_search_path(),
+        }
+    }
+
+    pub(super) fn apply<R>(&self, f: impl FnOnce() -> R) -> R {
+        let [datestyle, intervalstyle, float_digits] = KEY_TEXT_SETTINGS;
+        let settings = [
+            (c"lock_timeout", self.lock_timeout.as_str()),
+            (c"search_path", self.search_path.as_str()),
+            datestyle,
+            intervalstyle,
+            float_digits,
+        ];
+        with_settings(&settings, f)
+    }
+}
+
+/// After a purge statement on `leaf`: refuse a statement that made no progress or that lost
+/// the run lock, archive what it deleted, and count its rows.
+pub(super) fn account(reference: &Reference, leaf: &str, changed: &Changed, rows: &mut Rows) {
+    if changed.kept > 0 {
+        error(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("purging {leaf} makes no progress: its orphan rows keep their keys"),
+        )
+        .detail(format!(
+            "{} rows set to NULL still hold their key.",
+            changed.kept
+        ))
+        .hint("A trigger on the table may keep the key column as it was.")
+        .raise();
+    }
+    if !worker_still_holds_run_lock() {
+        error(
+            PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
+            "the purge run lost its lock to another run while purging this table",
+        )
+        .detail("A trigger on the child table released the purge worker's advisory locks.")
+        .raise();
+    }
+    match reference.on_delete {
+        OnDelete::SetNull => rows.nulled += changed.count,
+        OnDelete::Archive => {
+            as_extension_owner(|| archive(reference, &changed.archived));
+            rows.archived += changed.count;
+        }
+        OnDelete::Cascade | OnDelete::NoAction => rows.deleted += changed.count,
+    }
+}
+
 /// What one reference's statements did in a batch.
 struct Purged {
     rows: Rows,
@@ -247,24 +350,14 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
         hit_limit: false,
         unfinished: BTreeSet::new(),
     };
-    let lock_timeout = LOCK_TIMEOUT.get().to_string();
-    let search_path = child_search_path();
-    // Set for each statement, and every setting the child's triggers change thrown away at
-    // its end (with_settings): nothing one owner's trigger sets reaches the next statement.
-    let [datestyle, intervalstyle, float_digits] = KEY_TEXT_SETTINGS;
-    let settings = [
-        (c"lock_timeout", lock_timeout.as_str()),
-        (c"search_path", search_path.as_str()),
-        datestyle,
-        intervalstyle,
-        float_digits,
-    ];
+    let settings = StatementSettings::new();
     let pass = match (entry.final_pass, entry.locking_first) {
         (false, _) => Pass::First,
         (true, false) => Pass::Final,
         (true, true) => Pass::FinalLockingFirst,
     };
     for leaf in as_extension_owner(|| leaves(reference)) {
+        let leaf = leaf.qualified_name;
         // The worker's pg_stat_activity row says which child and batch it is at (a user's
         // softfk_purge() leaves the caller's query text alone).
         if process::is_background_worker() {
@@ -290,30 +383,8 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
         let mut run = |pass: Pass, keys: &[String], rows_at_most: Option<i32>| {
             let sql = reference.purge_sql(&leaf, pass);
             let changed = as_table_owner(owner, || {
-                with_settings(&settings, || {
-                    execute(&sql, reference.on_delete, keys, rows_at_most)
-                })
+                settings.apply(|| execute(&sql, reference.on_delete, keys, rows_at_most))
             });
-            if changed.kept > 0 {
-                error(
-                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    format!("purging {leaf} makes no progress: its orphan rows keep their keys"),
-                )
-                .detail(format!(
-                    "{} rows set to NULL still hold their key.",
-                    changed.kept
-                ))
-                .hint("A trigger on the table may keep the key column as it was.")
-                .raise();
-            }
-            if !worker_still_holds_run_lock() {
-                error(
-                    PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
-                    "the purge run lost its lock to another run while purging this table",
-                )
-                .detail("A trigger on the child table released the purge worker's advisory locks.")
-                .raise();
-            }
             // The final pass's first statement judged rows under its snapshot; a parent key
             // re-created since (by a transaction that held a row it then waited for, say)
             // makes the batch roll back and run again locking every row first (run()).
@@ -326,14 +397,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                 )
                 .raise();
             }
-            match reference.on_delete {
-                OnDelete::SetNull => purged.rows.nulled += changed.count,
-                OnDelete::Archive => {
-                    as_extension_owner(|| archive(reference, &changed.archived));
-                    purged.rows.archived += changed.count;
-                }
-                OnDelete::Cascade | OnDelete::NoAction => purged.rows.deleted += changed.count,
-            }
+            account(reference, &leaf, &changed, &mut purged.rows);
             changed
         };
         match &entry.keys {
@@ -352,7 +416,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
                 let mut purge = |pass: Pass, chunk: &[String], bounded: bool| {
                     if run(pass, chunk, bounded.then_some(limit)).reached_limit {
                         let left = as_table_owner(owner, || {
-                            with_settings(&settings, || keys_with_rows(reference, &leaf, chunk))
+                            settings.apply(|| keys_with_rows(reference, &leaf, chunk))
                         });
                         remember_big_keys(&left);
                         purged.unfinished.extend(left);
@@ -462,7 +526,7 @@ fn parent_came_back(reference: &Reference, keys: &[String]) -> bool {
     absent.len() < keys.len()
 }
 
-fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
+pub(super) fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
     as_extension_owner(|| {
         Spi::connect(|client| {
             client
@@ -480,27 +544,28 @@ fn table_owner(table: pg_sys::Oid) -> pg_sys::Oid {
     })
 }
 
-/// The relations a purge statement targets: the child, or each leaf partition of it.
-fn leaves(reference: &Reference) -> Vec<String> {
+/// The relations a purge statement targets: the child, or each leaf partition of it (in oid
+/// order).
+pub(super) fn leaves(reference: &Reference) -> Vec<Leaf> {
     if !reference.child_partitioned {
-        return vec![reference.child_table.clone()];
+        return vec![Leaf {
+            oid: reference.child_oid,
+            qualified_name: reference.child_table.clone(),
+        }];
     }
     leaf_partitions(reference.child_oid)
-        .into_iter()
-        .map(|leaf| leaf.qualified_name)
-        .collect()
 }
 
 /// What the planner's statistics say about a leaf's key column: the average number of rows
 /// per key value (1 when it has none: never analyzed), and the most common keys with the
 /// number of rows each is estimated to hold, as text written with the key text settings.
-struct KeyStatistics {
-    rows_per_key: f64,
+pub(super) struct KeyStatistics {
+    pub(super) rows_per_key: f64,
     common: HashMap<String, f64>,
 }
 
 impl KeyStatistics {
-    fn read(leaf: &str, column: &str) -> KeyStatistics {
+    pub(super) fn read(leaf: &str, column: &str) -> KeyStatistics {
         let (rows_per_key, common_keys, common_rows) = with_settings(&KEY_TEXT_SETTINGS, || {
             Spi::connect(|client| {
                 let row = client
@@ -559,13 +624,49 @@ impl KeyStatistics {
 
 /// What one purge statement did: rows changed, and for 'archive' the rows it deleted as
 /// (key, row as jsonb) text.
-struct Changed {
-    count: i64,
+#[derive(Default)]
+pub(super) struct Changed {
+    pub(super) count: i64,
     archived: Vec<(String, String)>,
     /// 'set null': rows changed that still hold their key (a trigger kept it).
     kept: i64,
     /// It changed as many rows as it was allowed to: the keys may hold more.
     reached_limit: bool,
+}
+
+impl Changed {
+    /// Add what an action statement returned: nothing for 'cascade', the deleted rows for
+    /// 'archive', one row of counts for 'set null' (src/catalog/query.rs).
+    pub(super) fn add(&mut self, on_delete: OnDelete, result: pgrx::spi::SpiTupleTable) {
+        match on_delete {
+            OnDelete::SetNull => {
+                let counts = result.first();
+                self.count += counts.get::<i64>(1).unwrap().unwrap_or(0);
+                self.kept += counts.get::<i64>(2).unwrap().unwrap_or(0);
+            }
+            OnDelete::Archive => {
+                self.count += result.len() as i64;
+                self.archived.extend(result.map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<String>(2).unwrap().unwrap(),
+                    )
+                }));
+            }
+            OnDelete::Cascade | OnDelete::NoAction => self.count += result.len() as i64,
+        }
+    }
+}
+
+/// The worker's own statement timeout (pg_softfk.statement_timeout), armed until dropped:
+/// core arms it only around client statements. softfk_purge() leaves the caller's alone.
+pub(super) fn statement_timeout() -> Option<StatementTimeout> {
+    let timeout = if process::is_background_worker() {
+        STATEMENT_TIMEOUT.get()
+    } else {
+        0
+    };
+    (timeout > 0).then(|| StatementTimeout::arm(timeout))
 }
 
 /// Run the purge statements of one pass over one leaf for `keys` ([`PurgeSql`]), on at most
@@ -579,36 +680,10 @@ fn execute(
     rows_at_most: Option<i32>,
 ) -> Changed {
     let limit = rows_at_most.map(i64::from);
-    let timeout = if process::is_background_worker() {
-        STATEMENT_TIMEOUT.get()
-    } else {
-        0
-    };
-    let armed = || (timeout > 0).then(|| StatementTimeout::arm(timeout));
+    let armed = statement_timeout;
     Spi::connect_mut(|client| {
-        let mut changed = Changed {
-            count: 0,
-            archived: Vec::new(),
-            kept: 0,
-            reached_limit: false,
-        };
-        let mut take = |result: pgrx::spi::SpiTupleTable| match on_delete {
-            OnDelete::SetNull => {
-                let counts = result.first();
-                changed.count += counts.get::<i64>(1).unwrap().unwrap_or(0);
-                changed.kept += counts.get::<i64>(2).unwrap().unwrap_or(0);
-            }
-            OnDelete::Archive => {
-                changed.count += result.len() as i64;
-                changed.archived.extend(result.map(|row| {
-                    (
-                        row.get::<String>(1).unwrap().unwrap(),
-                        row.get::<String>(2).unwrap().unwrap(),
-                    )
-                }));
-            }
-            OnDelete::Cascade | OnDelete::NoAction => changed.count += result.len() as i64,
-        };
+        let mut changed = Changed::default();
+        let mut take = |result: pgrx::spi::SpiTupleTable| changed.add(on_delete, result);
         match sql {
             PurgeSql::One(statement) => {
                 let _armed = armed();

@@ -38,6 +38,7 @@
 //! | [`queue`]        | taking queue rows as batches, handing keys over, marking done    |
 //! | [`batch`]        | one batch: the statements of each reference, on each leaf        |
 //! | [`parent_check`] | `softfk.absent_keys`, the parent check inside every statement    |
+//! | [`scan`]         | a large backlog's first pass, each child read in physical order  |
 //! | [`archive`]      | on_delete 'archive' and `softfk_restore`                         |
 //! | [`horizon`]      | which transactions may still commit an orphan                    |
 //! | [`run_lock`]     | one run at a time per database                                   |
@@ -52,6 +53,7 @@ mod parent_check;
 pub mod queue;
 mod run_lock;
 mod run_log;
+mod scan;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -65,7 +67,7 @@ use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
 use crate::postgres::spi::read_one;
 use crate::postgres::transaction::{self, Failure, Scope};
-use crate::settings::{BATCH_DELAY, PURGE_ON_SUBSCRIBER};
+use crate::settings::{BATCH_DELAY, KEYS_PER_BATCH, PURGE_ON_SUBSCRIBER};
 use backoff::Backoff;
 pub use run_lock::end_worker_run;
 
@@ -177,6 +179,8 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
     let mut isolated = BTreeSet::new();
     // Entries whose final pass saw a parent key come back: retried locking every row first.
     let mut locking_first = BTreeSet::new();
+    // A pass in physical order failed: the rest of the run goes key by key.
+    let mut scan_failed = false;
     loop {
         if mode == Mode::Worker {
             pg_sys::check_for_interrupts!();
@@ -191,6 +195,7 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 &keys_for_entry,
                 &isolated,
                 &locking_first,
+                !scan_failed,
             )
         });
         match outcome {
@@ -246,6 +251,24 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 };
                 if entry == 0 || mode == Mode::Worker && process::termination_requested() {
                     error.rethrow();
+                }
+                // A pass in physical order that fails goes on key by key, from its first key,
+                // where a failing reference is isolated from the others and its keys handed
+                // over. The rest of the run goes key by key.
+                if batch::SCANNING.get() {
+                    in_transaction(mode, || as_extension_owner(|| queue::stop_scan(entry)))
+                        .unwrap_or_else(|e| e.rethrow());
+                    keys_for_entry.insert(entry, KEYS_PER_BATCH.get());
+                    scan_failed = true;
+                    report.errors.push(serde_json::json!({
+                        "queue_entry": entry,
+                        "reference": reference,
+                        "keys": keys,
+                        "sqlstate": sqlstate(error.sql_error_code()),
+                        "message": error.message(),
+                        "then": "key by key",
+                    }));
+                    continue;
                 }
                 // A parent key came back while the final pass ran: retried locking first.
                 if error.sql_error_code() == PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE

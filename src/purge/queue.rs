@@ -9,7 +9,7 @@ use pgrx::prelude::*;
 use super::horizon::{horizon, this_cluster};
 use crate::postgres::roles::as_extension_owner;
 use crate::postgres::spi::{read_one, Columns};
-use crate::settings::KEYS_PER_BATCH;
+use crate::settings::{KEYS_PER_BATCH, SCAN_THRESHOLD};
 
 /// One queue row as a batch takes it, with the small rows merged into its batch.
 pub struct Entry {
@@ -34,7 +34,32 @@ pub struct Entry {
     pub done_after: i32,
     pub total_keys: i32,
     pub final_pass: bool,
+    /// A first pass that reads each child in physical order (src/purge/scan.rs): where it
+    /// goes on. Its batches take every key of the row.
+    pub scan: Option<ScanPosition>,
 }
+
+/// Where a first pass that reads each child in physical order goes on: the next block of one
+/// leaf of one reference. References are read in id order, a reference's leaves in oid order.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ScanPosition {
+    pub reference: i64,
+    pub table: pg_sys::Oid,
+    pub block: i64,
+}
+
+impl ScanPosition {
+    /// Before the first leaf of the first reference.
+    pub const START: ScanPosition = ScanPosition {
+        reference: 0,
+        table: pg_sys::InvalidOid,
+        block: 0,
+    };
+}
+
+/// The most keys one physical-order pass takes: the statements hash them all, once each.
+/// A larger backlog makes several such passes.
+pub const SCAN_KEYS_AT_MOST: usize = 250_000;
 
 /// One reference of a batch failed: its keys of this batch become queue rows of their own,
 /// for that reference alone, in the pass the entry's rows are in (a first pass whose batch
@@ -203,11 +228,13 @@ pub fn adopt_rows_of_other_clusters() {
 
 /// Lock and read the oldest queue row that is ready: not yet through its first pass, or
 /// through it and past its horizon. Rows of this very transaction wait for it to commit, and
-/// rows another run holds are skipped.
+/// rows another run holds are skipped. A large backlog's first pass starts in physical order
+/// only when `may_scan`.
 pub fn take_entry(
     horizon: u64,
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
+    may_scan: bool,
 ) -> Option<Entry> {
     let default_keys = KEYS_PER_BATCH.get();
     // (connect_mut / update: FOR UPDATE needs a read-write SPI call.)
@@ -217,7 +244,8 @@ pub fn take_entry(
                 &format!(
                     "SELECT d.id, d.parent_table::oid AS parent, d.parent_column::text,
                             d.keys IS NULL AS every_key, cardinality(d.keys) AS total_keys,
-                            d.keys_done, d.final_pass, d.reference_id
+                            d.keys_done, d.final_pass, d.reference_id,
+                            d.scan_reference, d.scan_table::oid AS scan_table, d.scan_block
                        FROM softfk.deletion d
                       WHERE {ready}
                         AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
@@ -242,7 +270,18 @@ pub fn take_entry(
         let every_key: bool = found.column("every_key").unwrap();
         let total_keys: i32 = found.column("total_keys").unwrap_or(0);
         let keys_done: i32 = found.column("keys_done").unwrap();
-        let take = *keys_for_entry.get(&id).unwrap_or(&default_keys);
+        let scan = found
+            .column::<i64>("scan_reference")
+            .map(|reference| ScanPosition {
+                reference,
+                table: found.column("scan_table").unwrap_or(pg_sys::InvalidOid),
+                block: found.column("scan_block").unwrap_or(0),
+            });
+        // A physical-order pass takes every key of its row in each batch.
+        let take = match scan {
+            Some(_) => total_keys,
+            None => *keys_for_entry.get(&id).unwrap_or(&default_keys),
+        };
         let keys = if every_key {
             None
         } else {
@@ -273,35 +312,112 @@ pub fn take_entry(
             final_pass: found.column("final_pass").unwrap(),
             reference: found.column("reference_id"),
             locking_first: false,
+            scan,
         };
-        let room = take - entry.keys.as_ref().map_or(take, |keys| keys.len() as i32);
-        if keys_done == 0 && done_after == total_keys && room > 0 && entry.reference.is_none() {
-            let (ids, more) = take_merged(
-                client,
-                &entry,
-                horizon,
-                failed_entries,
-                keys_for_entry,
-                room,
-            );
-            entry.merged = ids;
-            entry.keys.as_mut().expect("a keyed entry").extend(more);
+        let whole_row_at_pass_start = scan.is_none()
+            && keys_done == 0
+            && done_after == total_keys
+            && entry.reference.is_none()
+            && entry.keys.is_some();
+        if !whole_row_at_pass_start {
+            return Some(entry);
+        }
+        let own = entry.keys.as_ref().map_or(0, Vec::len);
+        let room = (take as usize).saturating_sub(own);
+        // A backlog of at least pg_softfk.scan_threshold keys in this pass takes it reading each
+        // child in physical order: the row takes the keys of the later rows (up to
+        // SCAN_KEYS_AT_MOST), and they leave the queue. Not for a row retried with fewer keys.
+        let threshold = SCAN_THRESHOLD.get();
+        let scan_threshold =
+            (may_scan && !entry.final_pass && threshold > 0 && !keys_for_entry.contains_key(&id))
+                .then_some(threshold as usize);
+        let (rows, more, scan) = take_merged(
+            client,
+            &entry,
+            horizon,
+            failed_entries,
+            keys_for_entry,
+            (own, room),
+            scan_threshold,
+        );
+        let keys = entry.keys.as_mut().expect("a keyed entry");
+        keys.extend(more);
+        if scan {
+            let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+            start_scan(client, id, keys, &ids);
+            entry.total_keys = keys.len() as i32;
+            entry.done_after = entry.total_keys;
+            entry.scan = Some(ScanPosition::START);
+        } else {
+            entry.merged = rows;
         }
         Some(entry)
     })
 }
 
+/// The row `id` takes the keys of the rows `merged` (already in `keys`, after its own) for a
+/// physical-order pass, which starts before the first leaf; the merged rows leave the queue.
+/// (The row keeps its own time, cause and deleting transaction: it is the oldest of them.)
+fn start_scan(client: &mut pgrx::spi::SpiClient<'_>, id: i64, keys: &[String], merged: &[i64]) {
+    client
+        .update(
+            "UPDATE softfk.deletion
+                SET keys = $2, scan_reference = 0, scan_table = 0::pg_catalog.oid, scan_block = 0
+              WHERE id = $1",
+            None,
+            &[id.into(), keys.to_vec().into()],
+        )
+        .expect("starting a physical-order pass");
+    client
+        .update(
+            "DELETE FROM softfk.deletion WHERE id = ANY ($1)",
+            None,
+            &[merged.to_vec().into()],
+        )
+        .expect("removing the rows a physical-order pass took");
+}
+
+/// A physical-order pass goes on at `position` in its next batch.
+pub fn save_scan_position(id: i64, position: ScanPosition) {
+    Spi::run_with_args(
+        "UPDATE softfk.deletion SET scan_reference = $2, scan_table = $3::pg_catalog.oid, scan_block = $4
+          WHERE id = $1",
+        &[
+            id.into(),
+            position.reference.into(),
+            position.table.into(),
+            position.block.into(),
+        ],
+    )
+    .expect("recording where a physical-order pass goes on");
+}
+
+/// A physical-order pass that failed goes on key by key, from its first key: the key-by-key
+/// pass isolates a failing reference and hands its keys over (src/purge/batch.rs).
+pub fn stop_scan(id: i64) {
+    Spi::run_with_args(
+        "UPDATE softfk.deletion SET scan_reference = NULL, scan_table = NULL, scan_block = NULL
+          WHERE id = $1",
+        &[id.into()],
+    )
+    .expect("ending a physical-order pass");
+}
+
 /// Whole queue rows to purge along with `entry` (a whole row itself, at the start of its
 /// pass): later rows of the same parent column, in the same pass and ready, oldest first, as
-/// long as their keys fit in `room`. Rows another run holds are skipped.
+/// long as their keys fit in `room`; or, when `scan_threshold` is given and they hold enough
+/// keys to reach it with the entry's own `own`, as many as fit in [`SCAN_KEYS_AT_MOST`], for
+/// a physical-order pass. Rows another run holds are skipped. Returns the rows taken (id, how
+/// many keys), their keys in that order, and whether they make a physical-order pass.
 fn take_merged(
     client: &mut pgrx::spi::SpiClient<'_>,
     entry: &Entry,
     horizon: u64,
     failed_entries: &[i64],
     keys_for_entry: &BTreeMap<i64, i32>,
-    room: i32,
-) -> (Vec<(i64, usize)>, Vec<String>) {
+    (own, room): (usize, usize),
+    scan_threshold: Option<usize>,
+) -> (Vec<(i64, usize)>, Vec<String>, bool) {
     // Rows that failed, or are being retried with fewer keys, are not merged: they are taken
     // on their own, so a bad key stays with its own row.
     let excluded: Vec<i64> = failed_entries
@@ -309,7 +425,18 @@ fn take_merged(
         .copied()
         .chain(keys_for_entry.keys().copied())
         .collect();
-    let candidates: Vec<(i64, i32)> = client
+    let look_for = match scan_threshold {
+        Some(_) => SCAN_KEYS_AT_MOST.saturating_sub(own).max(room),
+        None => room,
+    };
+    if look_for == 0 {
+        return (
+            Vec::new(),
+            Vec::new(),
+            scan_threshold.is_some_and(|t| own >= t),
+        );
+    }
+    let candidates: Vec<(i64, usize)> = client
         .select(
             &format!(
                 "SELECT d.id, cardinality(d.keys)
@@ -317,6 +444,7 @@ fn take_merged(
                   WHERE {ready}
                     AND d.parent_table::oid = $2 AND d.parent_column = $3 AND d.final_pass = $4
                     AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $5 AND d.reference_id IS NULL
+                    AND d.scan_reference IS NULL
                     AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
                     AND d.id <> ALL ($6)
                   ORDER BY d.id
@@ -331,23 +459,36 @@ fn take_merged(
                 entry.final_pass.into(),
                 entry.id.into(),
                 excluded.into(),
-                room.into(),
+                (look_for as i64).into(),
             ],
         )
         .expect("reading softfk.deletion")
-        .map(|row| (row.get(1).unwrap().unwrap(), row.get(2).unwrap().unwrap_or(0)))
-        .collect();
-    let mut left = room;
-    let fitting: Vec<i64> = candidates
-        .into_iter()
-        .take_while(|(_, n)| {
-            left -= n;
-            left >= 0
+        .map(|row| {
+            let keys: i32 = row.get(2).unwrap().unwrap_or(0);
+            (row.get(1).unwrap().unwrap(), keys as usize)
         })
-        .map(|(id, _)| id)
         .collect();
-    if fitting.is_empty() {
-        return (Vec::new(), Vec::new());
+    // The longest run of rows, oldest first, whose keys fit in `limit`.
+    let fitting = |limit: usize| {
+        let mut keys = 0;
+        candidates
+            .iter()
+            .take_while(|(_, n)| {
+                keys += n;
+                keys <= limit
+            })
+            .count()
+    };
+    let for_scan = fitting(SCAN_KEYS_AT_MOST.saturating_sub(own));
+    let scan = scan_threshold.is_some_and(|threshold| {
+        own + candidates[..for_scan].iter().map(|(_, n)| n).sum::<usize>() >= threshold
+    });
+    let taken: Vec<i64> = candidates[..if scan { for_scan } else { fitting(room) }]
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    if taken.is_empty() {
+        return (Vec::new(), Vec::new(), scan);
     }
     let mut ids = Vec::new();
     let mut keys: Vec<String> = Vec::new();
@@ -356,7 +497,7 @@ fn take_merged(
             "SELECT d.id, d.keys FROM softfk.deletion d WHERE d.id = ANY ($1) ORDER BY d.id
                 FOR UPDATE SKIP LOCKED",
             None,
-            &[fitting.into()],
+            &[taken.into()],
         )
         .expect("reading softfk.deletion")
     {
@@ -364,7 +505,7 @@ fn take_merged(
         ids.push((row.get::<i64>(1).unwrap().unwrap(), row_keys.len()));
         keys.extend(row_keys);
     }
-    (ids, keys)
+    (ids, keys, scan)
 }
 
 /// A batch is done: its rows' pass is recorded, or, after the final pass of all their keys,
@@ -384,6 +525,7 @@ pub fn finish_batch(entry: &Entry, pass_complete: bool, next: u64) {
         Spi::run_with_args(
             "UPDATE softfk.deletion
                 SET keys_done = $2, final_pass = $3,
+                    scan_reference = NULL, scan_table = NULL, scan_block = NULL,
                     -- (A value from another cluster counts for nothing here.)
                     final_after = CASE WHEN final_after IS NULL OR xid_cluster <> $5
                                        THEN $4::text::xid8 ELSE final_after END,

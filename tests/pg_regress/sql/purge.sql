@@ -309,6 +309,73 @@ SELECT count(*) AS posts_of_deleted_members FROM post WHERE member_id <= 1000;
 SELECT softfk_drop('post', 'member_id');
 DROP TABLE post, member;
 
+-- A large backlog (here pg_softfk.scan_threshold = 5 keys or more) takes its first pass reading
+-- each child once, in block ranges, against the hashed set of its keys, as a hand-written
+-- DELETE ... USING does: its queue rows become one, which records where the pass goes on, and
+-- each batch ends after the statement that reaches rows_per_statement rows. The final pass
+-- goes key by key. The result is the key-by-key one, and a key re-created meanwhile keeps
+-- its rows.
+CREATE TABLE team (id int PRIMARY KEY);
+INSERT INTO team SELECT generate_series(1, 40);
+CREATE TABLE membership (id serial PRIMARY KEY, team_id int NOT NULL, pad text);
+CREATE TABLE badge (id serial PRIMARY KEY, team_id int, pad text);
+CREATE TABLE trophy (id serial PRIMARY KEY, team_id int, pad text);
+-- Rows of a team spread over the blocks (about 14 rows a block).
+INSERT INTO membership (team_id, pad) SELECT t, repeat('m', 500) FROM generate_series(1, 5) r, generate_series(1, 40) t;
+INSERT INTO badge (team_id, pad) SELECT t, repeat('b', 500) FROM generate_series(1, 2) r, generate_series(1, 40) t;
+INSERT INTO trophy (team_id, pad) SELECT t, 'trophy ' || t FROM generate_series(1, 40) t;
+CREATE INDEX ON membership (team_id);
+ANALYZE team, membership, badge, trophy;
+SELECT softfk_add('membership', 'team_id', 'team', on_delete => 'cascade');
+SELECT softfk_add('badge', 'team_id', 'team', on_delete => 'set null');
+SELECT softfk_add('trophy', 'team_id', 'team', on_delete => 'archive');
+-- Each membership row the purge deletes notes where the pass was.
+CREATE TABLE pass_seen (in_physical_order bool, at_block bigint);
+CREATE FUNCTION note_pass() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.pass_seen SELECT d.scan_reference IS NOT NULL, d.scan_block
+      FROM softfk.deletion d WHERE d.parent_table = 'public.team'::regclass;
+    RETURN OLD;
+END $$;
+CREATE TRIGGER note_pass BEFORE DELETE ON membership FOR EACH ROW EXECUTE FUNCTION note_pass();
+DELETE FROM team WHERE id <= 4;
+DELETE FROM team WHERE id BETWEEN 5 AND 8;
+DELETE FROM team WHERE id BETWEEN 9 AND 12;
+INSERT INTO team VALUES (6);
+SELECT count(*) AS queue_rows FROM softfk.deletion WHERE parent_table = 'team'::regclass;
+SET pg_softfk.scan_threshold = 5;
+SET pg_softfk.rows_per_statement = 10;
+SELECT child, on_delete, rows FROM softfk_purge() ORDER BY child::text;
+SELECT batches, keys_purged, rows_deleted, rows_nulled, rows_archived, errors
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT bool_and(in_physical_order) AS in_physical_order, count(DISTINCT at_block) > 1 AS over_several_batches
+  FROM pass_seen;
+SELECT team_id, count(*) FROM membership WHERE team_id <= 12 GROUP BY 1 ORDER BY 1;
+SELECT count(*) FILTER (WHERE team_id IS NULL) AS badges_nulled, count(*) FILTER (WHERE team_id = 6) AS badges_kept
+  FROM badge;
+SELECT count(*) AS trophies_archived FROM softfk.archived_row WHERE child_table = 'trophy'::regclass;
+SELECT count(*) AS queued FROM softfk.deletion;
+-- A pass in physical order that fails goes on key by key, where the failing reference is
+-- isolated and its keys handed over, and the others are purged.
+CREATE FUNCTION refuse_badge() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'badge % is kept', OLD.id;
+END $$;
+CREATE TRIGGER refuse_badge BEFORE UPDATE ON badge FOR EACH ROW EXECUTE FUNCTION refuse_badge();
+TRUNCATE pass_seen;
+DELETE FROM team WHERE id BETWEEN 13 AND 20;
+SELECT child, on_delete, rows FROM softfk_purge() ORDER BY child::text;
+SELECT jsonb_path_query_array(errors, '$[*].then') AS then_went_on,
+       jsonb_path_query_array(errors, '$[*].message') AS messages
+  FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
+SELECT count(*) AS memberships_left FROM membership WHERE team_id BETWEEN 13 AND 20;
+SELECT count(*) AS badges_left FROM badge WHERE team_id BETWEEN 13 AND 20;
+SELECT reference_id IS NOT NULL AS for_one_reference, cardinality(keys) AS keys FROM softfk.deletion;
+RESET pg_softfk.scan_threshold;
+RESET pg_softfk.rows_per_statement;
+DROP TABLE membership, badge, trophy, team, pass_seen;
+DROP FUNCTION note_pass(), refuse_badge();
+
 -- The archive is never lost silently: DROP EXTENSION (and DROP SCHEMA softfk) is refused while
 -- it holds rows, and nothing is dropped; once the rows are copied out or discarded on purpose,
 -- it goes.

@@ -1,0 +1,200 @@
+//! A large backlog's first pass in physical order. When at least `pg_softfk.scan_threshold`
+//! keys of one parent column wait for their first pass (a mass retirement), their queue rows
+//! become one (src/purge/queue.rs), and each child is read once, in block ranges, against the
+//! hashed set of all those keys, as a hand-written `DELETE ... USING` reads it.
+//!
+//! Why: key by key, each batch changes rows scattered over every page of every child (user ids
+//! are spread over the pages), so every checkpoint during a long drain logs nearly every page
+//! again, and the drain is bound by its WAL (BENCHMARKS.md, mass retirement). In physical
+//! order, a page is dirtied once, by one statement. Each statement still touches about
+//! `pg_softfk.rows_per_statement` rows: its range is sized from the keys' share of the child
+//! (its column statistics), and a batch ends after the statement that reaches that many rows.
+//!
+//! The statements are a first pass's (src/catalog/query.rs, `Reference::range_sql`): rows
+//! others hold are skipped, and the parent is asked about the keys found in the range, after
+//! their rows are locked. The pass never counts as final, even with nothing else running: a
+//! row updated while the pass runs can move to a page already read. So the final pass, after
+//! the horizon, goes key by key through the child's index as for any backlog, and finds what
+//! is left: skipped rows, moved rows, and orphans committed in the race window.
+//!
+//! Where the pass goes on is in the queue row (reference, leaf, next block), written in the
+//! transaction of the batch that got there: a crash redoes one batch, never skips one.
+
+use std::collections::BTreeMap;
+
+use pgrx::prelude::*;
+
+use super::batch::{
+    account, leaves, statement_timeout, table_owner, Changed, KeyStatistics, StatementSettings,
+};
+use super::parent_check::ParentCheck;
+use super::queue::ScanPosition;
+use super::{Rows, Touched};
+use crate::catalog::query::PurgeSql;
+use crate::catalog::reference::Reference;
+use crate::postgres::process;
+use crate::postgres::roles::{as_extension_owner, as_table_owner};
+use crate::postgres::spi::read_one;
+use crate::settings::ROWS_PER_STATEMENT;
+
+/// Blocks one statement reads at most (64 MB of 8 kB blocks), whatever the estimate: a key set
+/// that matches almost nothing in a big child must not make one statement read all of it.
+const MOST_BLOCKS_PER_STATEMENT: i64 = 8192;
+
+/// What one batch of a physical-order pass did.
+pub struct Scanned {
+    /// Per reference id.
+    pub rows: BTreeMap<i64, Touched>,
+    /// Where the pass goes on; None when it has read every leaf of every reference.
+    pub next: Option<ScanPosition>,
+}
+
+/// Read from `position` on, in `references` (usable, not 'no action') by id, until a statement
+/// brings the batch to `rows_per_statement` rows or every leaf is read.
+pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -> Scanned {
+    let limit = i64::from(ROWS_PER_STATEMENT.get());
+    let settings = StatementSettings::new();
+    let mut references = references.to_vec();
+    references.sort_by_key(|reference| reference.id);
+    let mut scanned = Scanned {
+        rows: BTreeMap::new(),
+        next: None,
+    };
+    let mut changed_in_batch = 0;
+    for reference in references
+        .into_iter()
+        .filter(|reference| reference.id >= position.reference)
+    {
+        let owner = table_owner(reference.child_oid);
+        let _check = ParentCheck::prepare(reference, owner);
+        let mut rows = Rows::default();
+        let at_position = reference.id == position.reference;
+        for leaf in as_extension_owner(|| leaves(reference)) {
+            if at_position && leaf.oid.to_u32() < position.table.to_u32() {
+                continue;
+            }
+            let name = &leaf.qualified_name;
+            let mut block = if at_position && leaf.oid == position.table {
+                position.block
+            } else {
+                0
+            };
+            let blocks = as_extension_owner(|| block_count(name));
+            let per_statement = blocks_per_statement(name, reference, keys.len(), blocks, limit);
+            let sql = reference.range_sql(name);
+            while block < blocks {
+                let end = (block + per_statement).min(blocks);
+                if process::is_background_worker() {
+                    process::report_activity(Some(&format!(
+                        "pg_softfk purge: {name}({}) -> {}: blocks {block} to {} of {blocks}, {} keys, first pass in physical order",
+                        reference.child_column_quoted,
+                        reference.parent_table,
+                        end - 1,
+                        keys.len(),
+                    )));
+                }
+                let changed = as_table_owner(owner, || {
+                    settings.apply(|| execute(&sql, reference, keys, block, end))
+                });
+                account(reference, name, &changed, &mut rows);
+                changed_in_batch += changed.count;
+                block = end;
+                if changed_in_batch >= limit {
+                    scanned.next = Some(ScanPosition {
+                        reference: reference.id,
+                        table: leaf.oid,
+                        block,
+                    });
+                    break;
+                }
+            }
+            if scanned.next.is_some() {
+                break;
+            }
+        }
+        scanned.rows.insert(
+            reference.id,
+            Touched {
+                child: reference.child_oid,
+                child_column: reference.child_column.clone(),
+                parent: reference.parent_oid,
+                on_delete: reference.on_delete,
+                rows,
+            },
+        );
+        if scanned.next.is_some() {
+            break;
+        }
+    }
+    scanned
+}
+
+/// The leaf's size in blocks now. (Rows added after the pass has read past its end are newer
+/// than the deletion: orphans of the race window, for the final pass.)
+fn block_count(leaf: &str) -> i64 {
+    read_one::<i64>(
+        "SELECT pg_catalog.pg_relation_size($1::pg_catalog.regclass)
+                / pg_catalog.current_setting('block_size')::pg_catalog.int8",
+        &[leaf.into()],
+    )
+    .unwrap_or(0)
+}
+
+/// Blocks per statement for about `limit` matching rows: the keys' share of the leaf's rows
+/// (from its column statistics: rows per key) spread over its blocks.
+fn blocks_per_statement(
+    leaf: &str,
+    reference: &Reference,
+    keys: usize,
+    blocks: i64,
+    limit: i64,
+) -> i64 {
+    let statistics = as_extension_owner(|| KeyStatistics::read(leaf, &reference.child_column));
+    let matching_per_block = keys as f64 * statistics.rows_per_key / blocks.max(1) as f64;
+    (limit as f64 / matching_per_block.max(f64::MIN_POSITIVE))
+        .clamp(1.0, MOST_BLOCKS_PER_STATEMENT as f64) as i64
+}
+
+/// One range's statements ([`Reference::range_sql`]): lock the rows of `keys` in blocks
+/// `from` to before `to`, then act on those whose key has no parent.
+fn execute(sql: &PurgeSql, reference: &Reference, keys: &[String], from: i64, to: i64) -> Changed {
+    let PurgeSql::LockThenAct { lock, act } = sql else {
+        unreachable!("a range pass locks, then acts")
+    };
+    Spi::connect_mut(|client| {
+        let (locked, found) = {
+            let _armed = statement_timeout();
+            let row = client
+                .update(
+                    lock,
+                    None,
+                    &[
+                        keys.to_vec().into(),
+                        format!("({from},0)").into(),
+                        format!("({to},0)").into(),
+                    ],
+                )
+                .expect("locking the rows of a block range")
+                .first();
+            (
+                row.get::<Vec<String>>(1)
+                    .expect("reading the locked rows")
+                    .unwrap_or_default(),
+                row.get::<Vec<String>>(2)
+                    .expect("reading their keys")
+                    .unwrap_or_default(),
+            )
+        };
+        let mut changed = Changed::default();
+        if !locked.is_empty() {
+            let _armed = statement_timeout();
+            changed.add(
+                reference.on_delete,
+                client
+                    .update(act, None, &[found.into(), locked.into()])
+                    .expect("running a purge statement"),
+            );
+        }
+        changed
+    })
+}
