@@ -6,8 +6,9 @@
 #
 #   bash bench/backlog.sh                  (about 25 minutes on 2 cores, 15 GB of disk)
 #   SCALE=0.1 bash bench/backlog.sh        (a tenth of the users and rows, for a quick look)
-#   SOFT="1000:0 1000:100" bash bench/backlog.sh   (the purge's settings measured, each as
-#                                          pg_softfk.keys_per_batch:pg_softfk.batch_delay in ms)
+#   SOFT="1000:0 1000:100 1000:0:0" bash bench/backlog.sh   (the purge's settings measured,
+#                                          each as pg_softfk.keys_per_batch:pg_softfk.batch_delay
+#                                          in ms[:pg_softfk.scan_threshold]; 0 goes key by key)
 #   MAX_WAL_SIZE=16GB WAL_COMPRESSION=lz4 bash bench/backlog.sh   (defaults: 2GB, off)
 #   PG_MAJOR=18 PG_BUILD=release bash bench/backlog.sh
 #
@@ -24,9 +25,10 @@
 #   manual     the foreground, and 10 s in: DELETE FROM auth_user WHERE id % 10 = 0 (no
 #              extension), then one hand-written statement per child (DELETE ... USING the
 #              retired ids; UPDATE ... SET NULL; archive: DELETE ... RETURNING into a table)
-#   soft K D   the foreground, and 10 s in: the same DELETE FROM auth_user, the capture
-#              queues 200k keys, the worker drains them with pg_softfk.keys_per_batch = K and
-#              pg_softfk.batch_delay = D ms (default: 1000 0, 1000 100, 10000 0)
+#   soft K D [T]  the foreground, and 10 s in: the same DELETE FROM auth_user, the capture
+#              queues 200k keys, the worker drains them with pg_softfk.keys_per_batch = K,
+#              pg_softfk.batch_delay = D ms and pg_softfk.scan_threshold = T (default: its
+#              default; phases 1000 0, 1000 100, 1000 0 0)
 # Reported per phase: drain time and its throughput against manual's; the foreground's TPS
 # during the drain (median of its per-second figures) against the baseline's; WAL written
 # from the DELETE to the end of the drain, with the foreground's share (its baseline WAL per
@@ -38,7 +40,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../script/lib.sh"
 
 SCALE=${SCALE:-1}
-SOFT=${SOFT:-1000:0 1000:100 10000:0}
+SOFT=${SOFT:-1000:0 1000:100 1000:0:0}
 BASELINE_SECONDS=${BASELINE_SECONDS:-60}
 CLUSTER=$ROOT/target/bench-backlog-cluster
 WORK=$ROOT/target/bench-backlog
@@ -232,12 +234,27 @@ record manual "$start" "$end" "$lsn_start" "$lsn_end" "$checkpoints_before"
 manual_rows=$(sql lms_manual -c "SELECT count(*) FROM manual_archive")
 sql postgres -c "DROP DATABASE lms_manual"
 
+# A soft phase's name and label, from its K:D[:T] setting.
+phase_name() {
+    local keys delay threshold
+    IFS=: read -r keys delay threshold <<<"$1"
+    echo "soft_${keys}_${delay}ms${threshold:+_scan$threshold}"
+}
+phase_label() {
+    local keys delay threshold
+    IFS=: read -r keys delay threshold <<<"$1"
+    echo "keys_per_batch $keys, batch_delay ${delay}ms${threshold:+, scan_threshold $threshold}"
+}
+
 for setting in $SOFT; do
-    keys=${setting%:*} delay=${setting#*:}
-    name=soft_${keys}_${delay}ms
-    say "soft, keys_per_batch = $keys, batch_delay = ${delay}ms: the worker drains after the DELETE"
+    IFS=: read -r keys delay threshold <<<"$setting"
+    name=$(phase_name "$setting")
+    say "soft, $(phase_label "$setting"): the worker drains after the DELETE"
+    scan_threshold="RESET pg_softfk.scan_threshold"
+    [ -z "$threshold" ] || scan_threshold="SET pg_softfk.scan_threshold = $threshold"
     sql postgres -c "ALTER SYSTEM SET pg_softfk.keys_per_batch = $keys" \
-        -c "ALTER SYSTEM SET pg_softfk.batch_delay = '${delay}ms'" -c "SELECT pg_reload_conf()" >/dev/null
+        -c "ALTER SYSTEM SET pg_softfk.batch_delay = '${delay}ms'" \
+        -c "ALTER SYSTEM $scan_threshold" -c "SELECT pg_reload_conf()" >/dev/null
     fresh_copy "lms_$name"
     foreground "lms_$name" "$name"
     sleep 10
@@ -279,21 +296,21 @@ done
     echo "mass retirement: $((USERS / 10)) of $USERS users, 20 children (PostgreSQL $PG_MAJOR, scale $SCALE," \
         "max_wal_size ${MAX_WAL_SIZE:-2GB}, wal_compression ${WAL_COMPRESSION:-off})"
     echo "  baseline foreground: median $baseline_tps tps"
-    printf '  %-16s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
-    for name in manual $(for v in $SOFT; do printf 'soft_%s_%sms ' "${v%:*}" "${v#*:}"; done); do
-        printf '  %-16s %9s %15s %12s %14s %16s\n' "$name" "${DRAIN_SECONDS[$name]}" \
+    printf '  %-22s %9s %15s %12s %14s %16s\n' phase drain_s 'vs manual (x)' fg_tps 'vs baseline' 'drain WAL (MB)'
+    for name in manual $(for v in $SOFT; do phase_name "$v"; done); do
+        printf '  %-22s %9s %15s %12s %14s %16s\n' "$name" "${DRAIN_SECONDS[$name]}" \
             "$(ratio "${DRAIN_SECONDS[manual]}" "${DRAIN_SECONDS[$name]}")" "${DRAIN_TPS[$name]}" \
             "$(ratio "${DRAIN_TPS[$name]}" "$baseline_tps")" \
             "$(awk -v w="${DRAIN_WAL[$name]}" 'BEGIN {printf "%.0f", w / 1048576}')"
     done
-    echo "  (soft_K_Dms: keys_per_batch K, batch_delay D; vs manual: throughput, manual's drain time / this"
+    echo "  (soft_K_Dms[_scanT]: keys_per_batch K, batch_delay D, scan_threshold T; vs manual: throughput, manual's drain time / this"
     echo "  one's; WAL: the foreground's estimated share taken off)"
 } | tee "$WORK/summary.txt"
 
 plots=()
 for setting in $SOFT; do
-    name=soft_${setting%:*}_${setting#*:}ms
-    label="keys_per_batch ${setting%:*}, batch_delay ${setting#*:}ms"
+    name=$(phase_name "$setting")
+    label=$(phase_label "$setting")
     progress "$name" >"$WORK/$name.tps"
     plots+=("\"$WORK/$name.backlog\" using 1:(\$2/1000) with lines lw 2 title \"pending keys (k), $label\"")
     plots+=("\"$WORK/$name.tps\" using 1:2 axes x1y2 with lines title \"foreground tps, $label\"")
