@@ -140,7 +140,10 @@ impl Reference {
     /// dirtied once. `lock` reads the blocks from `$2` to before `$3` (tid text, `(block,0)`),
     /// joins their rows to the keys `$1` (text[]) by hashing the keys, locks them
     /// `FOR UPDATE SKIP LOCKED` (rows others hold wait for the final pass, as in any first
-    /// pass) and returns their ctids and their keys. `act` changes those of the locked rows
+    /// pass) and returns their ctids and their keys. The final pass reads a whole leaf in one
+    /// statement (one snapshot: a row moved while it runs is seen in one version or the
+    /// other, and a lock it waits for is followed to the row's new version) and waits for the
+    /// rows others hold. `act` changes those of the locked rows
     /// (ctids `$2`) whose key, among `$1` (the keys `lock` returned), still has no parent,
     /// under a snapshot taken after the locks: the parent is asked only about keys found in
     /// the range. The keys are joined, not compared with `= ANY`: the planner estimates
@@ -165,10 +168,14 @@ impl Reference {
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ((SELECT $2::pg_catalog.tid[])::pg_catalog.tid[])
     ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
     /// ```
-    pub fn range_sql(&self, leaf: &str) -> PurgeSql {
+    pub fn range_sql(&self, leaf: &str, pass: Pass) -> PurgeSql {
         let key = self.child_key();
         let op = &self.operator;
         let parent_type = &self.parent_type;
+        let skip_locked = match pass {
+            Pass::First => " SKIP LOCKED",
+            Pass::Final | Pass::FinalLockingFirst => "",
+        };
         PurgeSql::LockThenAct {
             lock: format!(
                 "SELECT pg_catalog.array_agg(l.ctid)::pg_catalog.text[], pg_catalog.array_agg(DISTINCT l.key) \
@@ -177,7 +184,7 @@ impl Reference {
                              ON k.key::{parent_type} OPERATOR({op}) {key} \
                           WHERE c.ctid OPERATOR(pg_catalog.>=) $2::pg_catalog.tid \
                             AND c.ctid OPERATOR(pg_catalog.<) $3::pg_catalog.tid \
-                            FOR UPDATE OF c SKIP LOCKED) l"
+                            FOR UPDATE OF c{skip_locked}) l"
             ),
             act: self.action_sql(
                 leaf,
@@ -487,7 +494,7 @@ mod tests {
     #[test]
     fn a_range_pass_locks_the_range_rows_of_hashed_keys_then_acts_on_those_still_orphaned() {
         let PurgeSql::LockThenAct { lock, act } =
-            enrollment(OnDelete::Cascade).range_sql("app.enrollment")
+            enrollment(OnDelete::Cascade).range_sql("app.enrollment", Pass::First)
         else {
             panic!("expected lock-then-act");
         };
@@ -513,6 +520,16 @@ mod tests {
                     AND k.key OPERATOR(pg_catalog.=) c.user_id"
             )
         );
+    }
+
+    #[test]
+    fn a_final_range_pass_waits_for_the_rows_others_hold() {
+        let PurgeSql::LockThenAct { lock, .. } =
+            enrollment(OnDelete::Cascade).range_sql("app.enrollment", Pass::Final)
+        else {
+            panic!("expected lock-then-act");
+        };
+        assert!(normalized(&lock).ends_with("FOR UPDATE OF c) l"), "{lock}");
     }
 
     #[test]

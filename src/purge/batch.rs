@@ -130,9 +130,10 @@ pub fn run(
     // the batch's, retried with fewer keys and then backed off.
     MANY_REFERENCES.set(references.len() > 1);
     if let Some(position) = entry.scan {
-        // A large backlog's first pass, each child read in physical order (src/purge/scan.rs).
-        // A reference that cannot be purged fails the batch: the pass then goes on key by key
-        // (run()), where one failing reference is isolated from the others.
+        // A large backlog, each child read in physical order (src/purge/scan.rs), in its first
+        // pass and then in its final one. A reference that cannot be purged fails the batch:
+        // the pass then goes on key by key (run()), where one failing reference is isolated
+        // from the others.
         SCANNING.set(true);
         let usable: Vec<&Reference> = references
             .iter()
@@ -145,7 +146,7 @@ pub fn run(
             .keys
             .as_deref()
             .expect("a physical-order pass has keys");
-        let scanned = scan::run(keys, position, &usable);
+        let scanned = scan::run(keys, position, &usable, entry.final_pass);
         let complete = scanned.next.is_none();
         as_extension_owner(|| {
             match scanned.next {

@@ -525,7 +525,10 @@ pub fn finish_batch(entry: &Entry, pass_complete: bool, next: u64) {
         Spi::run_with_args(
             "UPDATE softfk.deletion
                 SET keys_done = $2, final_pass = $3,
-                    scan_reference = NULL, scan_table = NULL, scan_block = NULL,
+                    -- (A pass in physical order is followed by another, from the start.)
+                    scan_reference = CASE WHEN $6 THEN 0 END,
+                    scan_table = CASE WHEN $6 THEN 0::pg_catalog.oid END,
+                    scan_block = CASE WHEN $6 THEN 0 END,
                     -- (A value from another cluster counts for nothing here.)
                     final_after = CASE WHEN final_after IS NULL OR xid_cluster <> $5
                                        THEN $4::text::xid8 ELSE final_after END,
@@ -537,6 +540,7 @@ pub fn finish_batch(entry: &Entry, pass_complete: bool, next: u64) {
                 (entry.final_pass || pass_complete).into(),
                 (next as i64).to_string().into(),
                 this_cluster().into(),
+                entry.scan.is_some().into(),
             ],
         )
     }

@@ -10,12 +10,15 @@
 //! `pg_softfk.rows_per_statement` rows: its range is sized from the keys' share of the child
 //! (its column statistics), and a batch ends after the statement that reaches that many rows.
 //!
-//! The statements are a first pass's (src/catalog/query.rs, `Reference::range_sql`): rows
-//! others hold are skipped, and the parent is asked about the keys found in the range, after
-//! their rows are locked. The pass never counts as final, even with nothing else running: a
-//! row updated while the pass runs can move to a page already read. So the final pass, after
-//! the horizon, goes key by key through the child's index as for any backlog, and finds what
-//! is left: skipped rows, moved rows, and orphans committed in the race window.
+//! The first pass's statements (src/catalog/query.rs, `Reference::range_sql`) skip rows others
+//! hold, and ask the parent about the keys found in the range, after their rows are locked.
+//! That pass never counts as final, even with nothing else running: a row updated while it
+//! runs can move to a page it has already read, and between two statements nothing follows
+//! it there. So the final pass, after the horizon, reads each leaf in one statement: under
+//! one snapshot a row is seen in one version or the other, and a row lock it waits for
+//! follows the row to its new version. It waits for the rows others hold, and finds what the
+//! first pass left: rows others held, rows moved, orphans committed in the race window. Its
+//! statements change few rows, and a batch ends after each leaf.
 //!
 //! Where the pass goes on is in the queue row (reference, leaf, next block), written in the
 //! transaction of the batch that got there: a crash redoes one batch, never skips one.
@@ -30,12 +33,14 @@ use super::batch::{
 use super::parent_check::ParentCheck;
 use super::queue::ScanPosition;
 use super::{Rows, Touched};
-use crate::catalog::query::PurgeSql;
+use crate::catalog::query::{Pass, PurgeSql};
 use crate::catalog::reference::Reference;
 use crate::postgres::process;
 use crate::postgres::roles::{as_extension_owner, as_table_owner};
-use crate::postgres::spi::read_one;
 use crate::settings::ROWS_PER_STATEMENT;
+
+/// A range past every block a leaf can have: `(4294967295,0)` is above every tuple's ctid.
+const WHOLE_LEAF: i64 = u32::MAX as i64;
 
 /// Blocks one statement reads at most (64 MB of 8 kB blocks), whatever the estimate: a key set
 /// that matches almost nothing in a big child must not make one statement read all of it.
@@ -49,11 +54,18 @@ pub struct Scanned {
     pub next: Option<ScanPosition>,
 }
 
-/// Read from `position` on, in `references` (usable, not 'no action') by id, until a statement
-/// brings the batch to `rows_per_statement` rows or every leaf is read.
-pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -> Scanned {
+/// Read from `position` on, in `references` (usable, not 'no action') by id. A first pass
+/// goes until a statement brings the batch to `rows_per_statement` rows or every leaf is
+/// read; a final pass reads one leaf.
+pub fn run(
+    keys: &[String],
+    position: ScanPosition,
+    references: &[&Reference],
+    final_pass: bool,
+) -> Scanned {
     let limit = i64::from(ROWS_PER_STATEMENT.get());
     let settings = StatementSettings::new();
+    let pass = if final_pass { Pass::Final } else { Pass::First };
     let mut references = references.to_vec();
     references.sort_by_key(|reference| reference.id);
     let mut scanned = Scanned {
@@ -69,6 +81,7 @@ pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -
         let _check = ParentCheck::prepare(reference, owner);
         let mut rows = Rows::default();
         let at_position = reference.id == position.reference;
+        let sql = |leaf: &str| reference.range_sql(leaf, pass);
         for leaf in as_extension_owner(|| leaves(reference)) {
             if at_position && leaf.oid.to_u32() < position.table.to_u32() {
                 continue;
@@ -79,18 +92,29 @@ pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -
             } else {
                 0
             };
-            let blocks = as_extension_owner(|| block_count(name));
-            let per_statement = blocks_per_statement(name, reference, keys.len(), blocks, limit);
-            let sql = reference.range_sql(name);
+            // The final pass reads the whole leaf at once, rows added since included.
+            let (blocks, per_statement) = if final_pass {
+                (WHOLE_LEAF, WHOLE_LEAF)
+            } else {
+                let size = as_extension_owner(|| block_count(name));
+                let per_statement = blocks_per_statement(name, reference, keys.len(), size, limit);
+                (size.0, per_statement)
+            };
+            let sql = sql(name);
             while block < blocks {
                 let end = (block + per_statement).min(blocks);
                 if process::is_background_worker() {
+                    let range = if final_pass {
+                        "every block".to_string()
+                    } else {
+                        format!("blocks {block} to {} of {blocks}", end - 1)
+                    };
                     process::report_activity(Some(&format!(
-                        "pg_softfk purge: {name}({}) -> {}: blocks {block} to {} of {blocks}, {} keys, first pass in physical order",
+                        "pg_softfk purge: {name}({}) -> {}: {range}, {} keys, {} pass in physical order",
                         reference.child_column_quoted,
                         reference.parent_table,
-                        end - 1,
                         keys.len(),
+                        if final_pass { "final" } else { "first" },
                     )));
                 }
                 let changed = as_table_owner(owner, || {
@@ -99,7 +123,7 @@ pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -
                 account(reference, name, &changed, &mut rows);
                 changed_in_batch += changed.count;
                 block = end;
-                if changed_in_batch >= limit {
+                if final_pass || changed_in_batch >= limit {
                     scanned.next = Some(ScanPosition {
                         reference: reference.id,
                         table: leaf.oid,
@@ -129,29 +153,48 @@ pub fn run(keys: &[String], position: ScanPosition, references: &[&Reference]) -
     scanned
 }
 
-/// The leaf's size in blocks now. (Rows added after the pass has read past its end are newer
-/// than the deletion: orphans of the race window, for the final pass.)
-fn block_count(leaf: &str) -> i64 {
-    read_one::<i64>(
-        "SELECT pg_catalog.pg_relation_size($1::pg_catalog.regclass)
-                / pg_catalog.current_setting('block_size')::pg_catalog.int8",
-        &[leaf.into()],
-    )
-    .unwrap_or(0)
+/// The leaf's size in blocks now, and its rows as last counted (`reltuples`; 0 when never
+/// counted). (Rows added after the pass has read past its end are newer than the deletion:
+/// orphans of the race window, for the final pass.)
+fn block_count(leaf: &str) -> (i64, f64) {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT pg_catalog.pg_relation_size(c.oid)
+                        / pg_catalog.current_setting('block_size')::pg_catalog.int8,
+                        GREATEST(c.reltuples, 0)::pg_catalog.float8
+                   FROM pg_catalog.pg_class c WHERE c.oid = $1::pg_catalog.regclass",
+                None,
+                &[leaf.into()],
+            )
+            .expect("reading the leaf's size")
+            .first();
+        (
+            row.get::<i64>(1).unwrap().unwrap_or(0),
+            row.get::<f64>(2).unwrap().unwrap_or(0.0),
+        )
+    })
 }
 
-/// Blocks per statement for about `limit` matching rows: the keys' share of the leaf's rows
-/// (from its column statistics: rows per key) spread over its blocks.
+/// Blocks per statement: about `limit` matching rows (the keys' share of the leaf's rows, from
+/// its column statistics: rows per key, spread over its blocks), but at least twice as many
+/// rows read as there are keys, so that hashing the keys stays a small part of each statement
+/// (200,000 keys cost about 60 ms a statement), and at most [`MOST_BLOCKS_PER_STATEMENT`].
 fn blocks_per_statement(
     leaf: &str,
     reference: &Reference,
     keys: usize,
-    blocks: i64,
+    (blocks, rows): (i64, f64),
     limit: i64,
 ) -> i64 {
     let statistics = as_extension_owner(|| KeyStatistics::read(leaf, &reference.child_column));
-    let matching_per_block = keys as f64 * statistics.rows_per_key / blocks.max(1) as f64;
-    (limit as f64 / matching_per_block.max(f64::MIN_POSITIVE))
+    let blocks = blocks.max(1) as f64;
+    let matching_per_block = keys as f64 * statistics.rows_per_key / blocks;
+    let for_limit = limit as f64 / matching_per_block.max(f64::MIN_POSITIVE);
+    let rows_per_block = if rows > 0.0 { rows / blocks } else { 100.0 };
+    let for_keys = 2.0 * keys as f64 / rows_per_block.max(1.0);
+    for_limit
+        .max(for_keys)
         .clamp(1.0, MOST_BLOCKS_PER_STATEMENT as f64) as i64
 }
 
