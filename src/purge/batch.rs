@@ -212,16 +212,7 @@ pub fn run(
         };
         hit_limit |= purged.hit_limit;
         unfinished.extend(purged.unfinished);
-        rows.insert(
-            reference.id,
-            Touched {
-                child: reference.child_oid,
-                child_column: reference.child_column.clone(),
-                parent: reference.parent_oid,
-                on_delete: reference.on_delete,
-                rows: purged.rows,
-            },
-        );
+        rows.insert(reference.id, Touched::of(reference, purged.rows));
     }
     CURRENT.set((entry.id, key_count, 0));
 

@@ -127,6 +127,19 @@ pub struct Touched {
     pub rows: Rows,
 }
 
+impl Touched {
+    /// `rows` changed in `reference`'s child.
+    fn of(reference: &crate::catalog::reference::Reference, rows: Rows) -> Touched {
+        Touched {
+            child: reference.child_oid,
+            child_column: reference.child_column.clone(),
+            parent: reference.parent_oid,
+            on_delete: reference.on_delete,
+            rows,
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Default)]
 pub struct RunReport {

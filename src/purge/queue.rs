@@ -277,10 +277,28 @@ pub fn take_entry(
                 table: found.column("scan_table").unwrap_or(pg_sys::InvalidOid),
                 block: found.column("scan_block").unwrap_or(0),
             });
-        // A physical-order pass takes every key of its row in each batch.
-        let take = match scan {
-            Some(_) => total_keys,
-            None => *keys_for_entry.get(&id).unwrap_or(&default_keys),
+        let final_pass: bool = found.column("final_pass").unwrap();
+        let reference: Option<i64> = found.column("reference_id");
+        // A backlog of at least pg_softfk.scan_threshold keys in this pass takes it reading each
+        // child in physical order: the row takes the keys of the later rows (up to
+        // SCAN_KEYS_AT_MOST), and they leave the queue. Only from the start of a first pass,
+        // for every reference, and not for a row retried with fewer keys.
+        let threshold = SCAN_THRESHOLD.get();
+        let scan_threshold = (scan.is_none()
+            && may_scan
+            && threshold > 0
+            && keys_done == 0
+            && !every_key
+            && !final_pass
+            && reference.is_none()
+            && !keys_for_entry.contains_key(&id))
+        .then_some(threshold as usize);
+        let batch_keys = *keys_for_entry.get(&id).unwrap_or(&default_keys);
+        // A pass in physical order (or one that may start) reads every key of its row.
+        let take = if scan.is_some() || scan_threshold.is_some() {
+            total_keys
+        } else {
+            batch_keys
         };
         let keys = if every_key {
             None
@@ -299,7 +317,6 @@ pub fn take_entry(
                     .unwrap_or_default(),
             )
         };
-        let done_after = keys_done + keys.as_ref().map_or(0, |k| k.len() as i32);
         let mut entry = Entry {
             id,
             merged: Vec::new(),
@@ -307,30 +324,32 @@ pub fn take_entry(
             parent: found.column("parent").unwrap(),
             parent_column: found.column("parent_column").unwrap(),
             keys,
-            done_after,
+            done_after: 0,
             total_keys,
-            final_pass: found.column("final_pass").unwrap(),
-            reference: found.column("reference_id"),
+            final_pass,
+            reference,
             locking_first: false,
             scan,
         };
+        // Later whole rows of the same parent column and pass are merged into a batch that
+        // takes its own row whole at the start of the pass.
         let whole_row_at_pass_start = scan.is_none()
             && keys_done == 0
-            && done_after == total_keys
             && entry.reference.is_none()
-            && entry.keys.is_some();
-        if !whole_row_at_pass_start {
+            && entry
+                .keys
+                .as_ref()
+                .is_some_and(|keys| keys.len() as i32 == total_keys && total_keys <= batch_keys);
+        if !whole_row_at_pass_start && scan_threshold.is_none() {
+            entry.done_after = keys_done + entry.keys.as_ref().map_or(0, |k| k.len() as i32);
             return Some(entry);
         }
         let own = entry.keys.as_ref().map_or(0, Vec::len);
-        let room = (take as usize).saturating_sub(own);
-        // A backlog of at least pg_softfk.scan_threshold keys in this pass takes it reading each
-        // child in physical order: the row takes the keys of the later rows (up to
-        // SCAN_KEYS_AT_MOST), and they leave the queue. Not for a row retried with fewer keys.
-        let threshold = SCAN_THRESHOLD.get();
-        let scan_threshold =
-            (may_scan && !entry.final_pass && threshold > 0 && !keys_for_entry.contains_key(&id))
-                .then_some(threshold as usize);
+        let room = if whole_row_at_pass_start {
+            (batch_keys as usize).saturating_sub(own)
+        } else {
+            0
+        };
         let (rows, more, scan) = take_merged(
             client,
             &entry,
@@ -349,6 +368,10 @@ pub fn take_entry(
             entry.done_after = entry.total_keys;
             entry.scan = Some(ScanPosition::START);
         } else {
+            // Key by key: the batch's share of its own row, then the rows merged into it.
+            let own_share = own.min(batch_keys as usize);
+            keys.drain(own_share..own);
+            entry.done_after = keys_done + own_share as i32;
             entry.merged = rows;
         }
         Some(entry)

@@ -136,16 +136,9 @@ pub fn run(
                 break;
             }
         }
-        scanned.rows.insert(
-            reference.id,
-            Touched {
-                child: reference.child_oid,
-                child_column: reference.child_column.clone(),
-                parent: reference.parent_oid,
-                on_delete: reference.on_delete,
-                rows,
-            },
-        );
+        scanned
+            .rows
+            .insert(reference.id, Touched::of(reference, rows));
         if scanned.next.is_some() {
             break;
         }

@@ -9,7 +9,9 @@
 # per statement) and, once it has visibly made progress, a session locks a set null child row
 # of the last key in the queue. The worker (pg_softfk.lock_timeout = 0: it waits) stops on that
 # row in the middle of its last batch, after that batch's archive and cascade statements ran
-# and before it commits. That is when the cluster goes down.
+# and before it commits. That is when the cluster goes down. The last case is a backlog read
+# in physical order (pg_softfk.scan_threshold = 100), stopped partway through its first pass
+# by a trigger on the set null child waiting for an advisory lock.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -42,6 +44,17 @@ $node->safe_psql('postgres', q{
     INSERT INTO survey_answer SELECT g, g % 2000 + 1, 'answer' || g FROM generate_series(1, 6000) g;
     INSERT INTO survey_answer SELECT g, NULL, 'anonymous' FROM generate_series(6001, 6100) g;
     CREATE INDEX ON survey_answer (user_id);
+
+    -- In the last case, where the purge stops (below).
+    CREATE FUNCTION wait_at_last_doomed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.user_id IS NULL AND OLD.user_id = (SELECT max(id) FROM public.doomed) THEN
+            PERFORM pg_catalog.pg_advisory_xact_lock(42);
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER wait_at_last_doomed BEFORE UPDATE ON survey_answer
+        FOR EACH ROW EXECUTE FUNCTION wait_at_last_doomed();
 
     SELECT softfk_add('certificate', 'user_id', 'auth_user', on_delete => 'archive');
     SELECT softfk_add('enrollment', 'user_id', 'auth_user');
@@ -86,10 +99,11 @@ my $actual_state = q{
 my $totals = q{SELECT string_agg(rows_deleted || '/' || rows_nulled || '/' || rows_archived, ' ' ORDER BY child::text)
                  FROM softfk_status};
 
-# interrupted_purge(label, which users to delete, how to bring the cluster down and up)
+# interrupted_purge(label, which users to delete, how to bring the cluster down and up[, in
+# physical order])
 sub interrupted_purge
 {
-	my ($label, $where, $interrupt) = @_;
+	my ($label, $where, $interrupt, $physical_order) = @_;
 
 	$node->safe_psql('postgres', qq{
 	    DROP TABLE IF EXISTS doomed;
@@ -107,25 +121,44 @@ sub interrupted_purge
 		($deleted0, $nulled0, $archived0) = ($deleted0 + $d, $nulled0 + $n, $archived0 + $a);
 	}
 
-	$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id IN (SELECT id FROM doomed)');
-
-	# Wait for visible progress, then block the last batch on a row lock: the last key of the
-	# newest queue row (the capture splits a statement's keys into rows of at most 1000; the
-	# purge takes them oldest first).
-	ok($node->poll_query_until('postgres', q{
-	        SELECT EXISTS (SELECT FROM softfk.purge_run WHERE status = 'running')
-	           AND EXISTS (SELECT FROM softfk.deletion WHERE keys_done > 0)}),
-	    "$label: the worker starts purging in batches");
 	my $blocker = $node->background_psql('postgres');
-	$blocker->query_safe(q{
-	    BEGIN;
-	    SELECT id FROM survey_answer
-	     WHERE user_id = (SELECT keys[cardinality(keys)]::int FROM softfk.deletion ORDER BY id DESC LIMIT 1)
-	       FOR UPDATE});
+	if ($physical_order)
+	{
+		# The set null child's trigger waits, at the row of the last doomed user, for an
+		# advisory lock the blocker holds: the first pass in physical order stops partway
+		# through that child (read last, a few blocks a batch), after the other children's
+		# batches and its own first ones committed.
+		$blocker->query_safe(q{SELECT pg_advisory_lock(42)});
+		$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id IN (SELECT id FROM doomed)');
+	}
+	else
+	{
+		$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id IN (SELECT id FROM doomed)');
+		# Wait for visible progress, then block the last batch on a row lock: the last key of
+		# the newest queue row (the capture splits a statement's keys into rows of at most
+		# 1000; the purge takes them oldest first).
+		ok($node->poll_query_until('postgres', q{
+		        SELECT EXISTS (SELECT FROM softfk.purge_run WHERE status = 'running')
+		           AND EXISTS (SELECT FROM softfk.deletion WHERE keys_done > 0)}),
+		    "$label: the worker starts purging in batches");
+		$blocker->query_safe(q{
+		    BEGIN;
+		    SELECT id FROM survey_answer
+		     WHERE user_id = (SELECT keys[cardinality(keys)]::int FROM softfk.deletion ORDER BY id DESC LIMIT 1)
+		       FOR UPDATE});
+	}
 	ok($node->poll_query_until('postgres', q{
 	        SELECT wait_event_type FROM pg_stat_activity
 	         WHERE backend_type = 'pg_softfk purge' AND datname = 'postgres'}, 'Lock'),
 	    "$label: the worker reaches the last batch and waits for the locked child row");
+	if ($physical_order)
+	{
+		like($node->safe_psql('postgres', q{
+		        SELECT query FROM pg_stat_activity
+		         WHERE backend_type = 'pg_softfk purge' AND datname = 'postgres'}),
+		    qr/survey_answer.*first pass in physical order/,
+		    "$label: it is the first pass in physical order, at the set null child");
+	}
 	is($node->safe_psql('postgres', qq{
 	        SELECT count(*) BETWEEN 1 AND $n_answers - 1 FROM survey_answer
 	         WHERE user_id IN (SELECT id FROM doomed)}),
@@ -185,6 +218,19 @@ interrupted_purge('immediate shutdown', 'id % 4 = 1', sub {
 	$node->stop('immediate');
 	$node->start;
 });
+
+# A backlog past pg_softfk.scan_threshold, read in physical order: the position the pass
+# recorded is where it goes on.
+$node->safe_psql('postgres', q{
+    ALTER SYSTEM SET pg_softfk.scan_threshold = 100;
+    SELECT pg_reload_conf();
+});
+$log_offset = -s $node->logfile;
+interrupted_purge('kill -9 of the worker, in physical order', 'id % 4 = 3', sub {
+	my $pid = $node->safe_psql('postgres', $worker);
+	kill 'KILL', $pid;
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $log_offset);
+}, 1);
 
 $node->stop;
 done_testing();
