@@ -111,9 +111,10 @@ pub fn define() {
         c"pg_softfk.scan_threshold",
         c"Deleted keys from which the purge's first pass reads each child once, in physical order.",
         c"When at least this many keys of one parent column wait for their first pass, they \
-          are purged together by reading each child in block ranges of about \
-          rows_per_statement matching rows each, as a hand-written DELETE ... USING does, \
-          rather than key by key through the child's index. 0 never does.",
+          are purged together by reading each child in block ranges (about \
+          rows_per_statement matching rows, and at least twice as many rows as keys), as a \
+          hand-written DELETE ... USING does, rather than key by key through the child's \
+          index. 0 never does.",
         &SCAN_THRESHOLD,
         0,
         i32::MAX,

@@ -6,9 +6,10 @@
 //! Why: key by key, each batch changes rows scattered over every page of every child (user ids
 //! are spread over the pages), so every checkpoint during a long drain logs nearly every page
 //! again, and the drain is bound by its WAL (BENCHMARKS.md, mass retirement). In physical
-//! order, a page is dirtied once, by one statement. Each statement still touches about
-//! `pg_softfk.rows_per_statement` rows: its range is sized from the keys' share of the child
-//! (its column statistics), and a batch ends after the statement that reaches that many rows.
+//! order, a page is dirtied once, by one statement. A statement's range holds about
+//! `pg_softfk.rows_per_statement` matching rows (from the keys' share of the child, in its
+//! column statistics), or more: it reads at least twice as many rows as there are keys, which
+//! it hashes. A batch ends after the statement that reaches `rows_per_statement` rows.
 //!
 //! The first pass's statements (src/catalog/query.rs, `Reference::range_sql`) skip rows others
 //! hold, and ask the parent about the keys found in the range, after their rows are locked.
