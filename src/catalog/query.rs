@@ -102,12 +102,8 @@ impl Reference {
         // keys it hashed the whole child, read once per statement, where 1,000 index probes
         // were what the drain needed. Hidden, the keys are estimated as a handful and the
         // child is probed.
-        let keys = format!(
-            "pg_catalog.unnest(softfk.absent_keys({id}, {with_rows})::{parent_type}[]) AS k (key)",
-            id = self.id,
-            with_rows = self.keys_with_rows(leaf, "(SELECT $1::pg_catalog.text[])"),
-            parent_type = self.parent_type,
-        );
+        let keys =
+            self.absent_keys_relation(&self.keys_with_rows(leaf, "(SELECT $1::pg_catalog.text[])"));
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
         match pass {
             Pass::First => PurgeSql::One(self.action_sql(
@@ -134,19 +130,18 @@ impl Reference {
         }
     }
 
-    /// A first pass over one block range of `leaf`, for a large backlog's keys
+    /// A pass over one block range of `leaf`, for a large backlog's keys
     /// (src/purge/scan.rs): the child is read in physical order, as a hand-written
     /// `DELETE ... USING` reads it, instead of probed key by key, so that each page is
     /// dirtied once. `lock` reads the blocks from `$2` to before `$3` (tid text, `(block,0)`),
     /// joins their rows to the keys `$1` (text[]) by hashing the keys, locks them
     /// `FOR UPDATE SKIP LOCKED` (rows others hold wait for the final pass, as in any first
-    /// pass) and returns their ctids and their keys. The final pass reads a whole leaf in one
-    /// statement (one snapshot: a row moved while it runs is seen in one version or the
-    /// other, and a lock it waits for is followed to the row's new version) and waits for the
-    /// rows others hold. `act` changes those of the locked rows
+    /// pass) and returns their ctids and their keys. `act` changes those of the locked rows
     /// (ctids `$2`) whose key, among `$1` (the keys `lock` returned), still has no parent,
     /// under a snapshot taken after the locks: the parent is asked only about keys found in
-    /// the range. The keys are joined, not compared with `= ANY`: the planner estimates
+    /// the range. The final pass ([`Pass::Final`]) gives a whole leaf as the range (one
+    /// snapshot: a row moved while it runs is seen in one version or the other, and a lock
+    /// it waits for is followed to the row's new version) and waits for the rows others hold. The keys are joined, not compared with `= ANY`: the planner estimates
     /// `key = ANY (<50,000 keys>)` with one selectivity call per element, which cost more than
     /// the statement. They are a constant there (SPI passes parameters as constants), so that
     /// the planner knows how many they are and hashes: shown a handful, it probed the child's
@@ -188,15 +183,23 @@ impl Reference {
             ),
             act: self.action_sql(
                 leaf,
-                &format!(
-                    "pg_catalog.unnest(softfk.absent_keys({id}, (SELECT $1::pg_catalog.text[]))::{parent_type}[]) AS k (key)",
-                    id = self.id,
-                ),
+                &self.absent_keys_relation("(SELECT $1::pg_catalog.text[])"),
                 &format!(
                     "c.ctid OPERATOR(pg_catalog.=) ANY ((SELECT $2::pg_catalog.tid[])::pg_catalog.tid[]) AND k.key OPERATOR({op}) {key}"
                 ),
             ),
         }
+    }
+
+    /// The keys of `keys` (a text[] expression) that have no parent row, as the FROM item
+    /// `k (key)` of the parent key's type: `softfk.absent_keys` reads the parent as the
+    /// extension's owner.
+    fn absent_keys_relation(&self, keys: &str) -> String {
+        format!(
+            "pg_catalog.unnest(softfk.absent_keys({id}, {keys})::{parent_type}[]) AS k (key)",
+            id = self.id,
+            parent_type = self.parent_type,
+        )
     }
 
     /// The on_delete action on the rows of `leaf` (alias `c`) that meet `condition`, joined

@@ -38,7 +38,7 @@
 //! | [`queue`]        | taking queue rows as batches, handing keys over, marking done    |
 //! | [`batch`]        | one batch: the statements of each reference, on each leaf        |
 //! | [`parent_check`] | `softfk.absent_keys`, the parent check inside every statement    |
-//! | [`scan`]         | a large backlog's first pass, each child read in physical order  |
+//! | [`scan`]         | a large backlog's two passes, each child read in physical order  |
 //! | [`archive`]      | on_delete 'archive' and `softfk_restore`                         |
 //! | [`horizon`]      | which transactions may still commit an orphan                    |
 //! | [`run_lock`]     | one run at a time per database                                   |
@@ -61,7 +61,7 @@ use std::time::Duration;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::catalog::reference::OnDelete;
+use crate::catalog::reference::{OnDelete, Reference};
 use crate::postgres::error::sqlstate;
 use crate::postgres::process;
 use crate::postgres::roles::as_extension_owner;
@@ -129,7 +129,7 @@ pub struct Touched {
 
 impl Touched {
     /// `rows` changed in `reference`'s child.
-    fn of(reference: &crate::catalog::reference::Reference, rows: Rows) -> Touched {
+    fn of(reference: &Reference, rows: Rows) -> Touched {
         Touched {
             child: reference.child_oid,
             child_column: reference.child_column.clone(),
@@ -268,19 +268,20 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 // A pass in physical order that fails goes on key by key, from its first key,
                 // where a failing reference is isolated from the others and its keys handed
                 // over. The rest of the run goes key by key.
+                let mut detail = serde_json::json!({
+                    "queue_entry": entry,
+                    "reference": reference,
+                    "keys": keys,
+                    "sqlstate": sqlstate(error.sql_error_code()),
+                    "message": error.message(),
+                });
                 if batch::SCANNING.get() {
                     in_transaction(mode, || as_extension_owner(|| queue::stop_scan(entry)))
                         .unwrap_or_else(|e| e.rethrow());
                     keys_for_entry.insert(entry, KEYS_PER_BATCH.get());
                     scan_failed = true;
-                    report.errors.push(serde_json::json!({
-                        "queue_entry": entry,
-                        "reference": reference,
-                        "keys": keys,
-                        "sqlstate": sqlstate(error.sql_error_code()),
-                        "message": error.message(),
-                        "then": "key by key",
-                    }));
+                    detail["then"] = "key by key".into();
+                    report.errors.push(detail);
                     continue;
                 }
                 // A parent key came back while the final pass ran: retried locking first.
@@ -317,13 +318,6 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 if mode == Mode::Worker {
                     Backoff::failed(entry);
                 }
-                let detail = serde_json::json!({
-                    "queue_entry": entry,
-                    "reference": reference,
-                    "keys": keys,
-                    "sqlstate": sqlstate(error.sql_error_code()),
-                    "message": error.message(),
-                });
                 report.errors.push(detail);
                 if reference != 0 {
                     let message = error.message().to_string();

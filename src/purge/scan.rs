@@ -82,7 +82,6 @@ pub fn run(
         let _check = ParentCheck::prepare(reference, owner);
         let mut rows = Rows::default();
         let at_position = reference.id == position.reference;
-        let sql = |leaf: &str| reference.range_sql(leaf, pass);
         for leaf in as_extension_owner(|| leaves(reference)) {
             if at_position && leaf.oid.to_u32() < position.table.to_u32() {
                 continue;
@@ -97,11 +96,11 @@ pub fn run(
             let (blocks, per_statement) = if final_pass {
                 (WHOLE_LEAF, WHOLE_LEAF)
             } else {
-                let size = as_extension_owner(|| block_count(name));
+                let size = as_extension_owner(|| leaf_size(name));
                 let per_statement = blocks_per_statement(name, reference, keys.len(), size, limit);
                 (size.0, per_statement)
             };
-            let sql = sql(name);
+            let sql = reference.range_sql(name, pass);
             while block < blocks {
                 let end = (block + per_statement).min(blocks);
                 if process::is_background_worker() {
@@ -150,7 +149,7 @@ pub fn run(
 /// The leaf's size in blocks now, and its rows as last counted (`reltuples`; 0 when never
 /// counted). (Rows added after the pass has read past its end are newer than the deletion:
 /// orphans of the race window, for the final pass.)
-fn block_count(leaf: &str) -> (i64, f64) {
+fn leaf_size(leaf: &str) -> (i64, f64) {
     Spi::connect(|client| {
         let row = client
             .select(
