@@ -160,6 +160,11 @@ fn forget(token: usize) {
 /// Has this batch already found `key` in the parent, with nothing written by this
 /// transaction since?
 pub fn already_found(batch: usize, key: &KeyBytes) -> bool {
+    // (A batch's first event, the only one of a single-row transaction, has found nothing yet:
+    // no command counter to advance.)
+    if BATCHES.with_borrow(|batches| !batches.by_token.contains_key(&batch)) {
+        return false;
+    }
     let now = now();
     BATCHES.with_borrow(|batches| {
         batches

@@ -64,6 +64,31 @@ INSERT INTO "Learning Platform"."Enrollment" ("UserId") VALUES (13);
 DELETE FROM "Learning Platform"."AuthUser" WHERE "Id" = 13;
 COMMIT;
 
+-- A parent row on a page that the visibility map marks all-visible (as VACUUM leaves a
+-- table no one has changed since) is found without reading the table; a row deleted or
+-- updated since is read, and a deleted one is not found.
+CREATE TABLE "Learning Platform".vacuumed_user (id int PRIMARY KEY, note text)
+    WITH (autovacuum_enabled = off);
+INSERT INTO "Learning Platform".vacuumed_user SELECT g FROM generate_series(1, 100) g;
+VACUUM "Learning Platform".vacuumed_user;
+CREATE TABLE "Learning Platform".vacuumed_child (user_id int);
+SELECT softfk_add('"Learning Platform".vacuumed_child', 'user_id',
+                  '"Learning Platform".vacuumed_user', validate => 'immediate');
+CREATE VIEW vacuumed_parent_reads AS
+SELECT coalesce(sum(idx_scan), 0) AS probes, coalesce(sum(idx_tup_fetch), 0) AS rows_read
+  FROM pg_stat_xact_user_tables WHERE relid = '"Learning Platform".vacuumed_user'::regclass;
+BEGIN;
+INSERT INTO "Learning Platform".vacuumed_child VALUES (5);
+SELECT * FROM vacuumed_parent_reads;
+COMMIT;
+DELETE FROM "Learning Platform".vacuumed_user WHERE id = 7;
+UPDATE "Learning Platform".vacuumed_user SET note = 'logged in' WHERE id = 6;
+BEGIN;
+INSERT INTO "Learning Platform".vacuumed_child VALUES (6);
+SELECT * FROM vacuumed_parent_reads;
+COMMIT;
+INSERT INTO "Learning Platform".vacuumed_child VALUES (7);
+
 -- One probe per distinct key, not per row: 1000 rows over 10 users probe 10 keys.
 BEGIN;
 SELECT probes AS before FROM parent_probes \gset
