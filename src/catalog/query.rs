@@ -11,6 +11,7 @@
 use std::ffi::CStr;
 
 use super::reference::{OnDelete, Reference};
+use super::table::KeyLookup;
 
 /// Keys travel as text: the capture writes them with these settings (sql/capture.sql), and
 /// the purge reads them back with the same, whatever the session's: a timestamp key written
@@ -72,7 +73,7 @@ impl Reference {
     ///
     /// ```sql
     /// -- <keys with rows>: the keys `$1` that have a row in the leaf (only those are asked of
-    /// -- the parent)
+    /// -- the parent); in a leaf without an index on the key, (SELECT $1::pg_catalog.text[])
     /// ARRAY(SELECT q.key FROM unnest((SELECT $1::pg_catalog.text[])) AS q (key)
     ///        WHERE EXISTS (SELECT FROM ONLY app.enrollment c
     ///                       WHERE q.key::pg_catalog.int4 OPERATOR(pg_catalog.=) c.user_id))
@@ -91,19 +92,23 @@ impl Reference {
     ///  WHERE c.ctid OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.tid[])
     ///    AND k.key OPERATOR(pg_catalog.=) c.user_id
     /// ```
-    pub fn purge_sql(&self, leaf: &str, pass: Pass) -> PurgeSql {
+    pub fn purge_sql(&self, leaf: &str, lookup: KeyLookup, pass: Pass) -> PurgeSql {
         let key = self.child_key();
-        // The parent is asked only about the keys that have a row in the leaf: most keys of a
-        // batch have none in a given child (a user has rows in a few of its ~170), and none
-        // at all in a final pass. The keys reach the query through a sub-select: given `$1`
-        // itself, which SPI passes as a constant, the planner called the STABLE absent_keys
-        // while it estimated the join (estimate_expression_value), so every statement ran the
-        // parent check twice, and it costed the join for the exact number of keys: for 1,000
-        // keys it hashed the whole child, read once per statement, where 1,000 index probes
-        // were what the drain needed. Hidden, the keys are estimated as a handful and the
-        // child is probed.
-        let keys =
-            self.absent_keys_relation(&self.keys_with_rows(leaf, "(SELECT $1::pg_catalog.text[])"));
+        // The keys reach the query through a sub-select: given `$1` itself, which SPI passes
+        // as a constant, the planner called the STABLE absent_keys while it estimated the join
+        // (estimate_expression_value), so every statement ran the parent check twice, and it
+        // costed the join for the exact number of keys: for 1,000 keys it hashed the whole
+        // child, read once per statement, where 1,000 index probes were what the drain needed.
+        // Hidden, the keys are estimated as a handful and the child is probed.
+        let batch_keys = "(SELECT $1::pg_catalog.text[])";
+        // Through an index, the parent is asked only about the keys that have a row in the
+        // leaf: most keys of a batch have none in a given child (a user has rows in a few of
+        // its ~170), and none at all in a final pass. Without one, finding those keys would
+        // read the whole leaf (and aggregate its keys) before the statement reads it again.
+        let keys = self.absent_keys_relation(&match lookup {
+            KeyLookup::Index => self.keys_with_rows(leaf, batch_keys),
+            KeyLookup::FullRead => batch_keys.to_string(),
+        });
         let key_matches = format!("k.key OPERATOR({}) {key}", self.operator);
         match pass {
             Pass::First => PurgeSql::One(self.action_sql(
@@ -431,7 +436,11 @@ mod tests {
 
     #[test]
     fn a_first_pass_skips_rows_others_hold_and_changes_at_most_2_dollar_rows_by_ctid() {
-        let sql = one(enrollment(OnDelete::Cascade).purge_sql("app.enrollment", Pass::First));
+        let sql = one(enrollment(OnDelete::Cascade).purge_sql(
+            "app.enrollment",
+            KeyLookup::Index,
+            Pass::First,
+        ));
         assert_eq!(
             sql,
             normalized(
@@ -447,8 +456,29 @@ mod tests {
     }
 
     #[test]
+    fn without_an_index_on_the_key_the_parent_is_asked_about_every_key_of_the_batch() {
+        let sql = one(enrollment(OnDelete::Cascade).purge_sql(
+            "app.enrollment",
+            KeyLookup::FullRead,
+            Pass::Final,
+        ));
+        assert_eq!(
+            sql,
+            normalized(
+                "DELETE FROM ONLY app.enrollment c
+                  USING pg_catalog.unnest(softfk.absent_keys(7, (SELECT $1::pg_catalog.text[]))::pg_catalog.int4[]) AS k (key)
+                  WHERE k.key OPERATOR(pg_catalog.=) c.user_id"
+            )
+        );
+    }
+
+    #[test]
     fn a_final_pass_joins_the_absent_keys_and_waits_for_row_locks() {
-        let sql = one(enrollment(OnDelete::Cascade).purge_sql("app.enrollment", Pass::Final));
+        let sql = one(enrollment(OnDelete::Cascade).purge_sql(
+            "app.enrollment",
+            KeyLookup::Index,
+            Pass::Final,
+        ));
         assert_eq!(
             sql,
             normalized(
@@ -464,9 +494,11 @@ mod tests {
 
     #[test]
     fn a_final_pass_locking_first_locks_at_most_2_dollar_rows_then_acts_on_those_still_orphaned() {
-        let PurgeSql::LockThenAct { lock, act } =
-            enrollment(OnDelete::Cascade).purge_sql("app.enrollment", Pass::FinalLockingFirst)
-        else {
+        let PurgeSql::LockThenAct { lock, act } = enrollment(OnDelete::Cascade).purge_sql(
+            "app.enrollment",
+            KeyLookup::Index,
+            Pass::FinalLockingFirst,
+        ) else {
             panic!("expected lock-then-act");
         };
         assert_eq!(
@@ -537,7 +569,11 @@ mod tests {
 
     #[test]
     fn set_null_updates_the_key_column_and_archive_returns_what_it_deleted() {
-        let set_null = one(enrollment(OnDelete::SetNull).purge_sql("app.enrollment", Pass::Final));
+        let set_null = one(enrollment(OnDelete::SetNull).purge_sql(
+            "app.enrollment",
+            KeyLookup::Index,
+            Pass::Final,
+        ));
         assert!(
             set_null.starts_with(
                 "WITH changed AS (UPDATE ONLY app.enrollment c SET user_id = NULL FROM pg_catalog.unnest("
@@ -551,7 +587,11 @@ mod tests {
             ),
             "{set_null}"
         );
-        let archive = one(enrollment(OnDelete::Archive).purge_sql("app.enrollment", Pass::Final));
+        let archive = one(enrollment(OnDelete::Archive).purge_sql(
+            "app.enrollment",
+            KeyLookup::Index,
+            Pass::Final,
+        ));
         assert!(
             archive.starts_with("DELETE FROM ONLY app.enrollment c USING"),
             "{archive}"
@@ -568,7 +608,7 @@ mod tests {
     fn each_leaf_of_a_partitioned_child_is_purged_on_its_own() {
         let mut reference = enrollment(OnDelete::Cascade);
         reference.child_partitioned = true;
-        let sql = one(reference.purge_sql("app.enrollment_2026", Pass::Final));
+        let sql = one(reference.purge_sql("app.enrollment_2026", KeyLookup::Index, Pass::Final));
         assert!(
             sql.starts_with("DELETE FROM ONLY app.enrollment_2026 c"),
             "{sql}"
@@ -578,7 +618,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "no purge statement")]
     fn no_action_has_no_purge_statement() {
-        enrollment(OnDelete::NoAction).purge_sql("app.enrollment", Pass::Final);
+        enrollment(OnDelete::NoAction).purge_sql("app.enrollment", KeyLookup::Index, Pass::Final);
     }
 
     #[test]

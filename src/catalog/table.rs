@@ -346,6 +346,38 @@ pub fn lock(table: pg_sys::Oid, mode: u32) {
     unsafe { pg_sys::LockRelationOid(table, mode as pg_sys::LOCKMODE) };
 }
 
+/// How a purge statement finds the rows of its keys in a leaf ([`key_lookup`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KeyLookup {
+    /// An index on the key column: the statement probes it once per key, and asks the parent
+    /// only about the keys that have a row.
+    Index,
+    /// No index on the key column: the statement reads the whole leaf once. Asking first
+    /// which keys have a row would read it a second time.
+    FullRead,
+}
+
+/// Whether `leaf` has a valid, non-partial btree or hash index that leads with `column`.
+pub fn key_lookup(leaf: pg_sys::Oid, column: &str) -> KeyLookup {
+    let indexed = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (
+             SELECT FROM pg_catalog.pg_index i
+               JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid
+               JOIN pg_catalog.pg_am am ON am.oid = ic.relam
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+              WHERE i.indrelid = $1 AND a.attname = $2 AND i.indisvalid AND i.indpred IS NULL
+                AND am.amname IN ('btree', 'hash'))",
+        &[leaf.into(), column.into()],
+    )
+    .expect("reading pg_index")
+    .unwrap_or(false);
+    if indexed {
+        KeyLookup::Index
+    } else {
+        KeyLookup::FullRead
+    }
+}
+
 /// A leaf of a partition tree ([`leaf_partitions`]).
 pub struct Leaf {
     pub oid: pg_sys::Oid,

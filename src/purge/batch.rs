@@ -18,7 +18,7 @@ use super::scan;
 use super::{in_transaction, Mode, Rows, Touched};
 use crate::catalog::query::{Pass, PurgeSql, KEY_TEXT_SETTINGS};
 use crate::catalog::reference::{self, OnDelete, Reference, Which};
-use crate::catalog::table::{leaf_partitions, Leaf};
+use crate::catalog::table::{key_lookup, leaf_partitions, Leaf};
 use crate::postgres::error::{error, sqlstate};
 use crate::postgres::guc::{with_settings, SAFE_SEARCH_PATH};
 use crate::postgres::process;
@@ -349,6 +349,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
         (true, true) => Pass::FinalLockingFirst,
     };
     for leaf in as_extension_owner(|| leaves(reference)) {
+        let lookup = as_extension_owner(|| key_lookup(leaf.oid, &reference.child_column));
         let leaf = leaf.qualified_name;
         // The worker's pg_stat_activity row says which child and batch it is at (a user's
         // softfk_purge() leaves the caller's query text alone).
@@ -373,7 +374,7 @@ fn purge_reference(reference: &Reference, entry: &Entry) -> Purged {
         // session state (temporary tables, prepared statements, held cursors, LISTEN, SET
         // ROLE) that would outlive the statement in the worker's long-lived session.
         let mut run = |pass: Pass, keys: &[String], rows_at_most: Option<i32>| {
-            let sql = reference.purge_sql(&leaf, pass);
+            let sql = reference.purge_sql(&leaf, lookup, pass);
             let changed = as_table_owner(owner, || {
                 settings.apply(|| execute(&sql, reference.on_delete, keys, rows_at_most))
             });
