@@ -142,7 +142,12 @@ SELECT r.child_table  AS child,
                THEN 'its final pass, for the ' || o.holder || ', which began before the deletion'
            WHEN t.last_error_at >= q.oldest THEN 'a retry after the error in last_error'
            ELSE 'its turn'
-       END AS waiting_for
+       END AS waiting_for,
+       -- A pass in physical order over this reference's child (a large backlog,
+       -- src/purge/scan.rs): 'first' or 'final', and how much of the child it has read, from 0
+       -- to 1. pending_keys falls only when the final pass ends; this moves as the pass goes.
+       p.pass AS physical_pass,
+       p.read AS physical_pass_read
   FROM softfk.reference r
   JOIN pg_catalog.pg_class c ON c.oid = r.child_table
   JOIN pg_catalog.pg_attribute ca ON ca.attrelid = r.child_table AND ca.attnum = r.child_attnum
@@ -172,10 +177,19 @@ SELECT r.child_table  AS child,
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)
          ORDER BY d.deleted_at, d.id LIMIT 1) o ON true
+ LEFT JOIN LATERAL (
+        SELECT CASE WHEN d.final_pass THEN 'final' ELSE 'first' END AS pass,
+               softfk.physical_pass_read(r.id, r.child_table, d.scan_reference,
+                                         d.scan_table::oid, d.scan_block) AS read
+          FROM softfk.deletion d
+         WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
+           AND (d.reference_id IS NULL OR d.reference_id = r.id)
+           AND d.scan_reference IS NOT NULL
+         ORDER BY d.deleted_at, d.id LIMIT 1) p ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')
  ORDER BY r.child_table::text, ca.attname;
-COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected), the recent pace (keys and rows per second) with the estimated time to drain, and why the oldest pending key waits (waiting_for).';
+COMMENT ON VIEW softfk_status IS 'Per soft reference: the purge''s backlog (keys not final yet, oldest age), what it has done (rows deleted, nulled, archived; last run; last error), who purges this database now (purge_worker: connected, starting, waiting for a purge worker or a background worker slot, not connected), the recent pace (keys and rows per second) with the estimated time to drain, why the oldest pending key waits (waiting_for), and how far a pass in physical order has read the child (physical_pass, physical_pass_read).';
 GRANT SELECT ON softfk_status TO PUBLIC;
 
 -- security_barrier: a caller's own function in a WHERE clause cannot see the rows the

@@ -1,4 +1,4 @@
-# ALTER EXTENSION pg_softfk UPDATE from each released version (0.1.0 to 0.5.0, as they
+# ALTER EXTENSION pg_softfk UPDATE from each released version (0.1.0 to 0.6.0, as they
 # landed; tests/fixtures/) to the current version: a database that used the old version ends
 # with exactly the objects of a fresh install of the current version — functions with their
 # bodies and settings, tables, columns, constraints, indexes, triggers, views, event triggers,
@@ -76,7 +76,7 @@ my $describe = q{
 my $fresh = $node->safe_psql('fresh', $describe);
 like($fresh, qr/softfk_revert/, 'the description covers the current objects');
 
-for my $from ('0.1.0', '0.2.0', '0.3.0', '0.4.0', '0.5.0')
+for my $from ('0.1.0', '0.2.0', '0.3.0', '0.4.0', '0.5.0', '0.6.0')
 {
     isnt($current, $from, "the current version ($current) is not $from");
     (my $db = "from_$from") =~ s/\./_/g;

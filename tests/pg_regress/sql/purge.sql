@@ -342,12 +342,15 @@ ANALYZE team, membership, badge, trophy;
 SELECT softfk_add('membership', 'team_id', 'team', on_delete => 'cascade');
 SELECT softfk_add('badge', 'team_id', 'team', on_delete => 'set null');
 SELECT softfk_add('trophy', 'team_id', 'team', on_delete => 'archive');
--- Each membership row the purge deletes notes where the pass was.
-CREATE TABLE pass_seen (in_physical_order bool, at_block bigint);
+-- Each membership row the purge deletes notes where the pass was, and what softfk_status
+-- says of it.
+CREATE TABLE pass_seen (seen serial, in_physical_order bool, at_block bigint, pass text, read numeric);
 CREATE FUNCTION note_pass() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO public.pass_seen SELECT d.scan_reference IS NOT NULL, d.scan_block
-      FROM softfk.deletion d WHERE d.parent_table = 'public.team'::regclass;
+    INSERT INTO public.pass_seen (in_physical_order, at_block, pass, read)
+    SELECT d.scan_reference IS NOT NULL, d.scan_block, s.physical_pass, s.physical_pass_read
+      FROM softfk.deletion d, public.softfk_status s
+     WHERE d.parent_table = 'public.team'::regclass AND s.child = 'public.membership'::regclass;
     RETURN OLD;
 END $$;
 CREATE TRIGGER note_pass BEFORE DELETE ON membership FOR EACH ROW EXECUTE FUNCTION note_pass();
@@ -363,6 +366,13 @@ SELECT batches, keys_purged, rows_deleted, rows_nulled, rows_archived, errors
   FROM softfk_purge_runs ORDER BY id DESC LIMIT 1;
 SELECT bool_and(in_physical_order) AS in_physical_order, count(DISTINCT at_block) > 1 AS over_several_batches
   FROM pass_seen;
+-- softfk_status follows the pass through the child: the first pass, a share read that only
+-- grows, from 0 (before the first batch) to most of the child.
+SELECT bool_and(pass = 'first') AS status_first_pass, min(read) AS read_first, max(read) BETWEEN 0.5 AND 1 AS read_most,
+       count(DISTINCT read) > 2 AS read_moves
+  FROM pass_seen;
+SELECT count(*) AS read_went_back
+  FROM (SELECT read < lag(read) OVER (ORDER BY seen) AS back FROM pass_seen) s WHERE back;
 SELECT team_id, count(*) FROM membership WHERE team_id <= 12 GROUP BY 1 ORDER BY 1;
 SELECT count(*) FILTER (WHERE team_id IS NULL) AS badges_nulled, count(*) FILTER (WHERE team_id = 6) AS badges_kept
   FROM badge;
