@@ -112,6 +112,8 @@ SELECT r.child_table  AS child,
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)
            AND d.scan_reference IS NOT NULL
+           -- (The purge reads no child of a 'no action' reference.)
+           AND r.on_delete <> 'no action'
          ORDER BY d.deleted_at, d.id LIMIT 1) p ON true
  -- Everyone sees the references of the child tables they own (a superuser: all).
  WHERE pg_catalog.pg_has_role(c.relowner, 'USAGE')

@@ -44,6 +44,23 @@ pub struct KeyType {
     pub by_value: bool,
 }
 
+/// How a probe decides that an index entry's row is there ([`Plan::probe`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HeapCheck {
+    /// Take the visibility map's word for a row on an all-visible page, else read the heap.
+    /// Only under `SnapshotSelf`: btree keeps its pin on the index page of a non-MVCC scan
+    /// while the entry is looked at, and VACUUM cannot remove the entry, free its line pointer
+    /// and mark the page all-visible until that pin goes.
+    VisibilityMapFirst,
+    /// Always read the heap. Under an MVCC snapshot btree drops that pin as soon as it has
+    /// read the index page (core allows it because a plain index scan then reads the heap,
+    /// which a VACUUM in between cannot fool): the entry of a long-deleted parent row could be
+    /// vacuumed away, its line pointer freed and the page marked all-visible before the map
+    /// is read, and the probe would find a row that is gone. (An index-only scan keeps the
+    /// pin for that reason: nbtree's README, "Making concurrent TID recycling safe".)
+    AlwaysFetch,
+}
+
 thread_local! {
     static PLANS: RefCell<HashMap<(i64, pg_sys::Oid), Rc<Plan>>> = RefCell::new(HashMap::new());
     static INVALIDATION_REGISTERED: Cell<bool> = const { Cell::new(false) };
@@ -213,7 +230,11 @@ impl Plan {
             } else {
                 pg_sys::OidFunctionCall1Coll(self.cast_function, pg_sys::InvalidOid, key)
             };
-            if self.probe(key, &raw mut pg_sys::SnapshotSelfData) {
+            if self.probe(
+                key,
+                &raw mut pg_sys::SnapshotSelfData,
+                HeapCheck::VisibilityMapFirst,
+            ) {
                 return true;
             }
             // SAFETY: GetLatestSnapshot returns a static snapshot; RegisterSnapshot copies it and
@@ -224,7 +245,7 @@ impl Plan {
             // parent row deleted by this very command (`WITH d AS (DELETE ...) INSERT ...`) is
             // gone, not "deleted after the scan began". (The registered snapshot is our own copy.)
             (*snapshot).curcid = pg_sys::InvalidCommandId;
-            let found = self.probe(key, snapshot);
+            let found = self.probe(key, snapshot, HeapCheck::AlwaysFetch);
             pg_sys::UnregisterSnapshot(snapshot);
             found
         }
@@ -233,16 +254,23 @@ impl Plan {
     /// One probe of the parent's unique index (or each of its leaves' indexes) for `key`
     /// under `snapshot`.
     ///
-    /// An index entry whose heap page the visibility map marks all-visible is found without
-    /// reading the heap: every row on such a page is visible to every snapshot, this one
-    /// included (an index-only scan's rule), and deleting or updating a row clears the bit
-    /// before it writes the row. Reading the heap page is about a quarter of a probe when the
-    /// parent row is not in the CPU's caches (BENCHMARKS.md, issue 16), and an `auth_user`
-    /// row that no one has updated since the last VACUUM sits on such a page.
+    /// With [`HeapCheck::VisibilityMapFirst`], an index entry whose heap page the visibility
+    /// map marks all-visible is found without reading the heap: every row on such a page is
+    /// visible to every snapshot, this one included (an index-only scan's rule), and deleting
+    /// or updating a row clears the bit before it writes the row. Reading the heap page is
+    /// about a quarter of a probe when the parent row is not in the CPU's caches
+    /// (BENCHMARKS.md, "Where a check's time goes"), and an `auth_user` row that no one has
+    /// updated since the last VACUUM sits on such a page.
     ///
     /// # Safety
-    /// `key` is a datum of the parent key's type (after the plan's cast), `snapshot` a valid snapshot.
-    unsafe fn probe(&self, key: pg_sys::Datum, snapshot: pg_sys::Snapshot) -> bool {
+    /// `key` is a datum of the parent key's type (after the plan's cast), `snapshot` a valid
+    /// snapshot, and `heap_check` [`HeapCheck::AlwaysFetch`] for an MVCC snapshot.
+    unsafe fn probe(
+        &self,
+        key: pg_sys::Datum,
+        snapshot: pg_sys::Snapshot,
+        heap_check: HeapCheck,
+    ) -> bool {
         // SAFETY: relations are opened and closed here (their locks kept to the end of the
         // transaction, as any query's); the scan key uses the plan's function, type and
         // collation; the slot and the visibility map buffer are made lazily and released
@@ -282,12 +310,14 @@ impl Plan {
                     if tid.is_null() {
                         break;
                     }
-                    let block = pgrx::itemptr::item_pointer_get_block_number_no_check(*tid);
-                    let all_visible =
-                        pg_sys::visibilitymap_get_status(heap, block, &mut visibility_map);
-                    if u32::from(all_visible) & pg_sys::VISIBILITYMAP_ALL_VISIBLE != 0 {
-                        found = true;
-                        break;
+                    if heap_check == HeapCheck::VisibilityMapFirst {
+                        let block = pgrx::itemptr::item_pointer_get_block_number_no_check(*tid);
+                        let status =
+                            pg_sys::visibilitymap_get_status(heap, block, &mut visibility_map);
+                        if u32::from(status) & pg_sys::VISIBILITYMAP_ALL_VISIBLE != 0 {
+                            found = true;
+                            break;
+                        }
                     }
                     if slot.is_null() {
                         slot = pg_sys::table_slot_create(heap, std::ptr::null_mut());
