@@ -104,6 +104,29 @@ AS 'MODULE_PATHNAME', 'softfk_restore_key';
 COMMENT ON FUNCTION softfk_restore(regclass, anycompatible) IS
 'Put back the child rows archived (on_delete ''archive'') after parent key "key" of "parent" was deleted; returns how many. Re-create the parent row first.';
 
+-- How much of a reference's child a pass in physical order (src/purge/scan.rs) has read,
+-- from 0 to 1, for softfk_status: the pass takes the references in id order and the leaves of
+-- each in oid order, and the queue row holds the next block to read (a final pass reads a
+-- leaf in one statement, so it moves a whole leaf at a time).
+CREATE FUNCTION softfk.physical_pass_read(reference bigint, child regclass,
+                                          scan_reference bigint, scan_table oid, scan_block bigint)
+RETURNS numeric LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH leaf AS (
+        SELECT t.relid::oid AS oid,
+               pg_relation_size(t.relid) / current_setting('block_size')::int8 AS blocks
+          FROM softfk.table_and_partitions(child) t
+         WHERE t.isleaf
+    )
+    SELECT CASE
+        WHEN scan_reference > reference THEN 1
+        WHEN scan_reference < reference THEN 0
+        ELSE round(coalesce(sum(CASE WHEN l.oid < scan_table THEN l.blocks
+                                     WHEN l.oid = scan_table THEN least(scan_block, l.blocks)
+                                     ELSE 0 END)::numeric / nullif(sum(l.blocks), 0), 1), 3)
+    END
+      FROM leaf l
+$$;
+
 -- security_barrier: a caller's own function in a WHERE clause cannot see the rows the
 -- filter below hides.
 CREATE VIEW softfk_status WITH (security_barrier) AS

@@ -11,17 +11,11 @@
 CREATE FUNCTION softfk.physical_pass_read(reference bigint, child regclass,
                                           scan_reference bigint, scan_table oid, scan_block bigint)
 RETURNS numeric LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH RECURSIVE tree (relid) AS (
-        SELECT child::oid
-        UNION ALL
-        SELECT i.inhrelid
-          FROM tree
-          JOIN pg_class p ON p.oid = tree.relid AND p.relkind = 'p'
-          JOIN pg_inherits i ON i.inhparent = tree.relid
-    ), leaf AS (
-        SELECT c.oid, pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks
-          FROM tree JOIN pg_class c ON c.oid = tree.relid
-         WHERE c.relkind = 'r'
+    WITH leaf AS (
+        SELECT t.relid::oid AS oid,
+               pg_relation_size(t.relid) / current_setting('block_size')::int8 AS blocks
+          FROM softfk.table_and_partitions(child) t
+         WHERE t.isleaf
     )
     SELECT CASE
         WHEN scan_reference > reference THEN 1

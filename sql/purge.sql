@@ -113,35 +113,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         (SELECT format('transaction %s', o.xid) FROM oldest_xid o))
 $$;
 
--- How much of a reference's child a pass in physical order (src/purge/scan.rs) has read,
--- from 0 to 1, for softfk_status: the pass takes the references in id order and the leaves of
--- each in oid order, and the queue row holds the next block to read (a final pass reads a
--- leaf in one statement, so it moves a whole leaf at a time).
-CREATE FUNCTION softfk.physical_pass_read(reference bigint, child regclass,
-                                          scan_reference bigint, scan_table oid, scan_block bigint)
-RETURNS numeric LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH RECURSIVE tree (relid) AS (
-        SELECT child::oid
-        UNION ALL
-        SELECT i.inhrelid
-          FROM tree
-          JOIN pg_class p ON p.oid = tree.relid AND p.relkind = 'p'
-          JOIN pg_inherits i ON i.inhparent = tree.relid
-    ), leaf AS (
-        SELECT c.oid, pg_relation_size(c.oid) / current_setting('block_size')::int8 AS blocks
-          FROM tree JOIN pg_class c ON c.oid = tree.relid
-         WHERE c.relkind = 'r'
-    )
-    SELECT CASE
-        WHEN scan_reference > reference THEN 1
-        WHEN scan_reference < reference THEN 0
-        ELSE round(coalesce(sum(CASE WHEN l.oid < scan_table THEN l.blocks
-                                     WHEN l.oid = scan_table THEN least(scan_block, l.blocks)
-                                     ELSE 0 END)::numeric / nullif(sum(l.blocks), 0), 1), 3)
-    END
-      FROM leaf l
-$$;
-
 -- Who purges this database now (src/worker/): a connected worker, one waiting for a place in
 -- the pool (pg_softfk.max_purge_workers) or for a background worker slot, or none needed.
 CREATE FUNCTION softfk.purge_worker(OUT state text, OUT since timestamptz)
