@@ -346,6 +346,13 @@ pub fn lock(table: pg_sys::Oid, mode: u32) {
     unsafe { pg_sys::LockRelationOid(table, mode as pg_sys::LOCKMODE) };
 }
 
+/// Lock `table` in `mode` until the end of the transaction if no other session holds or
+/// awaits a lock on it in a conflicting mode; false, waiting for nothing, otherwise.
+pub fn try_lock(table: pg_sys::Oid, mode: u32) -> bool {
+    // SAFETY: as lock(), without waiting.
+    unsafe { pg_sys::ConditionalLockRelationOid(table, mode as pg_sys::LOCKMODE) }
+}
+
 /// How a purge statement finds the rows of its keys in a leaf ([`key_lookup`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum KeyLookup {

@@ -15,6 +15,7 @@ use super::queue::{self, Entry};
 use super::run_lock::worker_still_holds_run_lock;
 use super::run_log;
 use super::scan;
+use super::table_locks::{lock_tables, GAVE_WAY};
 use super::{in_transaction, Mode, Rows, Touched};
 use crate::catalog::query::{Pass, PurgeSql, KEY_TEXT_SETTINGS};
 use crate::catalog::reference::{self, OnDelete, Reference, Which};
@@ -75,6 +76,7 @@ pub fn run(
     MANY_REFERENCES.set(false);
     FINAL_PASS.set(false);
     SCANNING.set(false);
+    GAVE_WAY.set(false);
     if !worker_still_holds_run_lock() {
         return None; // another run took over: this one ends
     }
@@ -129,6 +131,10 @@ pub fn run(
     // cluster would read pg_subtrans while the batch runs. Alone, a reference's failure is
     // the batch's, retried with fewer keys and then backed off.
     MANY_REFERENCES.set(references.len() > 1);
+    // Every table the batch writes or reads, locked before it reads a row; the worker gives
+    // way instead of waiting (src/purge/table_locks.rs).
+    let usable: Vec<&Reference> = references.iter().filter_map(|r| r.as_ref().ok()).collect();
+    lock_tables(mode, &usable);
     if let Some(position) = entry.scan {
         // A large backlog, each child read in physical order (src/purge/scan.rs), in its first
         // pass and then in its final one. A reference that cannot be purged fails the batch:

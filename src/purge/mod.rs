@@ -39,6 +39,7 @@
 //! | [`batch`]        | one batch: the statements of each reference, on each leaf        |
 //! | [`parent_check`] | `softfk.absent_keys`, the parent check inside every statement    |
 //! | [`scan`]         | a large backlog's two passes, each child read in physical order  |
+//! | [`table_locks`]  | a batch's table locks, taken up front; the worker gives way      |
 //! | [`archive`]      | on_delete 'archive' and `softfk_restore`                         |
 //! | [`horizon`]      | which transactions may still commit an orphan                    |
 //! | [`run_lock`]     | one run at a time per database                                   |
@@ -54,6 +55,7 @@ pub mod queue;
 mod run_lock;
 mod run_log;
 mod scan;
+mod table_locks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -148,6 +150,8 @@ pub struct RunReport {
     /// Per reference id.
     pub rows: BTreeMap<i64, Touched>,
     pub errors: Vec<serde_json::Value>,
+    /// Of `errors`, the batches that gave way to another session's table lock.
+    pub gave_way: usize,
 }
 
 impl RunReport {
@@ -275,6 +279,14 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                     "sqlstate": sqlstate(error.sql_error_code()),
                     "message": error.message(),
                 });
+                // The worker gave way to another session's table lock: the queue row waits
+                // for the next run, and nothing failed.
+                if table_locks::GAVE_WAY.get() {
+                    failed_entries.push(entry);
+                    report.gave_way += 1;
+                    report.errors.push(detail);
+                    continue;
+                }
                 if batch::SCANNING.get() {
                     in_transaction(mode, || as_extension_owner(|| queue::stop_scan(entry)))
                         .unwrap_or_else(|e| e.rethrow());
