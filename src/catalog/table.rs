@@ -398,10 +398,21 @@ pub struct Leaf {
 /// with pg_partition_tree(), which locks every partition: the check builds its plan from
 /// this on the hot path of writes, and must not queue behind a REINDEX of some partition.
 pub fn leaf_partitions(relation: pg_sys::Oid) -> Vec<Leaf> {
+    partition_tree_of(relation, "('r', 'i')")
+}
+
+/// Every table of a partition tree, the partitioned ones too, or the table itself when it is
+/// not partitioned; ordered by oid, read without locks, as [`leaf_partitions`].
+pub fn partition_tree(relation: pg_sys::Oid) -> Vec<Leaf> {
+    partition_tree_of(relation, "('r', 'p')")
+}
+
+fn partition_tree_of(relation: pg_sys::Oid, relkinds: &str) -> Vec<Leaf> {
     Spi::connect(|client| {
         client
             .select(
-                "WITH RECURSIVE tree (relid) AS (
+                &format!(
+                    "WITH RECURSIVE tree (relid) AS (
                      SELECT $1::pg_catalog.oid
                      UNION ALL
                      SELECT i.inhrelid
@@ -413,8 +424,9 @@ pub fn leaf_partitions(relation: pg_sys::Oid) -> Vec<Leaf> {
                    FROM tree
                    JOIN pg_catalog.pg_class c ON c.oid = tree.relid
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.relkind IN ('r', 'i')
-                  ORDER BY tree.relid",
+                  WHERE c.relkind IN {relkinds}
+                  ORDER BY tree.relid"
+                ),
                 None,
                 &[relation.into()],
             )
@@ -422,6 +434,47 @@ pub fn leaf_partitions(relation: pg_sys::Oid) -> Vec<Leaf> {
             .map(|row| Leaf {
                 oid: row.column("leaf").expect("a leaf"),
                 qualified_name: row.column("qualified_name").expect("a leaf's name"),
+            })
+            .collect()
+    })
+}
+
+/// The tables whose native foreign keys point at one of `tables`, with whether deleting from
+/// `tables` writes them (ON DELETE CASCADE, SET NULL, SET DEFAULT: then the tables pointing
+/// at those count too) or only reads them (NO ACTION, RESTRICT: core's check reads them FOR
+/// KEY SHARE). What a DELETE from `tables` locks besides them. Ordered by oid.
+pub fn referencing_tables(tables: &[pg_sys::Oid]) -> Vec<(Leaf, bool)> {
+    Spi::connect(|client| {
+        client
+            .select(
+                "WITH RECURSIVE referencing (relid, written) AS (
+                     SELECT k.conrelid, k.confdeltype IN ('c', 'n', 'd')
+                       FROM pg_catalog.pg_constraint k
+                      WHERE k.contype = 'f' AND k.confrelid = ANY ($1)
+                     UNION
+                     SELECT k.conrelid, k.confdeltype IN ('c', 'n', 'd')
+                       FROM referencing r
+                       JOIN pg_catalog.pg_constraint k ON k.contype = 'f' AND k.confrelid = r.relid
+                      WHERE r.written)
+                 SELECT r.relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified_name,
+                        pg_catalog.bool_or(r.written) AS written
+                   FROM referencing r
+                   JOIN pg_catalog.pg_class c ON c.oid = r.relid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  GROUP BY r.relid, n.nspname, c.relname
+                  ORDER BY r.relid",
+                None,
+                &[tables.to_vec().into()],
+            )
+            .expect("reading pg_constraint")
+            .map(|row| {
+                (
+                    Leaf {
+                        oid: row.column("relid").expect("a table"),
+                        qualified_name: row.column("qualified_name").expect("a table's name"),
+                    },
+                    row.column("written").expect("written"),
+                )
             })
             .collect()
     })

@@ -18,6 +18,7 @@ thread_local! {
 
 impl Backoff {
     const LONGEST: Duration = Duration::from_secs(300);
+    const LONGEST_GIVING_WAY: Duration = Duration::from_secs(30);
 
     /// The rows whose delay has not passed yet.
     pub fn waiting() -> Vec<i64> {
@@ -41,6 +42,18 @@ impl Backoff {
             let failures = rows.get(&entry).map_or(0, |(n, _)| *n) + 1;
             let delay = Duration::from_secs(1 << (failures - 1).min(9)).min(Backoff::LONGEST);
             rows.insert(entry, (failures, now + delay));
+        });
+    }
+
+    /// A row whose batch gave way to another session's table lock (src/purge/table_locks.rs):
+    /// the same doubling delay, but never above [`Backoff::LONGEST_GIVING_WAY`], so that the
+    /// purge goes on soon after a migration ends.
+    pub fn gave_way(entry: i64) {
+        Backoff::failed(entry);
+        BACKOFF.with_borrow_mut(|rows| {
+            if let Some((_, at)) = rows.get_mut(&entry) {
+                *at = (*at).min(Instant::now() + Backoff::LONGEST_GIVING_WAY);
+            }
         });
     }
 

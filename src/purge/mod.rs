@@ -279,10 +279,19 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                     "sqlstate": sqlstate(error.sql_error_code()),
                     "message": error.message(),
                 });
-                // The worker gave way to another session's table lock: the queue row waits
-                // for the next run, and nothing failed.
-                if table_locks::GAVE_WAY.get() {
-                    failed_entries.push(entry);
+                // The worker gave way to another session's table lock: nothing failed, and
+                // every queue row of the parent waits a little (each would give way too).
+                if table_locks::GAVE_WAY.get()
+                    && error.sql_error_code() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
+                {
+                    let waiting = in_transaction(mode, || {
+                        as_extension_owner(|| queue::rows_of_parent_of(entry))
+                    })
+                    .unwrap_or_else(|e| e.rethrow());
+                    for row in waiting {
+                        failed_entries.push(row);
+                        Backoff::gave_way(row);
+                    }
                     report.gave_way += 1;
                     report.errors.push(detail);
                     continue;

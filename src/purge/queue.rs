@@ -61,6 +61,22 @@ impl ScanPosition {
 /// A larger backlog makes several such passes.
 pub const SCAN_KEYS_AT_MOST: usize = 250_000;
 
+/// The queue rows of `entry`'s parent column, `entry` included.
+pub fn rows_of_parent_of(entry: i64) -> Vec<i64> {
+    let mut rows = read_one::<Vec<i64>>(
+        "SELECT pg_catalog.array_agg(d.id)
+           FROM softfk.deletion d JOIN softfk.deletion e
+             ON e.parent_table = d.parent_table AND e.parent_column = d.parent_column
+          WHERE e.id = $1",
+        &[entry.into()],
+    )
+    .unwrap_or_default();
+    if !rows.contains(&entry) {
+        rows.push(entry);
+    }
+    rows
+}
+
 /// One reference of a batch failed: its keys of this batch become queue rows of their own,
 /// for that reference alone, in the pass the entry's rows are in (a first pass whose batch
 /// found nothing else running gets a first pass again; a final pass waits for the same

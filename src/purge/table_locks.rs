@@ -1,28 +1,29 @@
-//! A batch's table locks, all taken before it reads a row: every leaf of every child it
-//! purges (ROW EXCLUSIVE, what its DELETE or UPDATE takes), then the parent and its leaves
-//! (ACCESS SHARE, what the parent check takes).
+//! A batch's table locks, all taken before it reads a row: every table of every child it
+//! purges, partitions at every level included (ROW EXCLUSIVE, what its DELETE or UPDATE
+//! takes); every table a native foreign key makes that DELETE read or write (ROW SHARE for
+//! core's NO ACTION check, ROW EXCLUSIVE for a cascade, and so on down); then the parent and
+//! its partitions (ACCESS SHARE, what the parent check takes).
 //!
 //! Why up front: a batch purges the children of one parent, ~170 of them for Open edX's
-//! `auth_user`, in one transaction. Locked as its statements come, they would be locked in the
-//! registry's order, each while the earlier ones are held; an application that locks some of
-//! the same tables in another order deadlocks with it. Django's test runner does at the end of
-//! every TransactionTestCase: one TRUNCATE of every table. The deadlock detector then cancels
-//! whichever session checks first, often the application's.
+//! `auth_user`, in one transaction. Locked as its statements came, they were locked in the
+//! registry's order, each while the earlier ones were held; an application that locks some of
+//! the same tables in another order deadlocked with it. Django's test runner does at the end
+//! of every TransactionTestCase: one TRUNCATE of every table. The deadlock detector then
+//! cancels whichever session checks first, often the application's.
 //!
-//! So the worker never waits for a table lock while it holds one: it asks for each without
-//! waiting, and when another session holds one in a conflicting mode (TRUNCATE, ALTER TABLE,
-//! CREATE INDEX, LOCK TABLE), or waits for one, the batch gives way. It is rolled back, its
-//! queue row is left for the next run, and the run log says which table it gave way on. The
-//! application's command then takes its locks. softfk_purge() is the caller's own statement:
-//! it waits for its locks, in the same order.
+//! So the worker never waits for one of these locks while it holds another: it asks for each
+//! without waiting, and when another session holds one in a conflicting mode (TRUNCATE, ALTER
+//! TABLE, CREATE INDEX, LOCK TABLE), or waits for one, the batch gives way. It is rolled back,
+//! the parent's queue rows wait a little (src/purge/backoff.rs), and the run log says which
+//! table it gave way on. The application's command then takes its locks. softfk_purge() is the
+//! caller's own statement: it waits for its locks, in the same order.
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use super::batch::leaves;
 use super::Mode;
 use crate::catalog::reference::Reference;
-use crate::catalog::table::{self, leaf_partitions, Leaf};
+use crate::catalog::table::{self, partition_tree, referencing_tables, Leaf};
 use crate::postgres::error::error;
 
 /// Lock the tables `references` (all of one parent) purge and read, or give way: an error
@@ -31,21 +32,41 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) {
     let Some(first) = references.first() else {
         return;
     };
-    let written = references.iter().flat_map(|reference| leaves(reference));
-    for leaf in written {
-        take(mode, &leaf, pg_sys::RowExclusiveLock);
+    let mut written: Vec<Leaf> = Vec::new();
+    for reference in references {
+        if reference.child_partitioned {
+            written.extend(partition_tree(reference.child_oid));
+        } else {
+            written.push(Leaf {
+                oid: reference.child_oid,
+                qualified_name: reference.child_table.clone(),
+            });
+        }
     }
-    let parent = Leaf {
-        oid: first.parent_oid,
-        qualified_name: first.parent_table.clone(),
-    };
-    let read = if first.parent_partitioned {
-        leaf_partitions(parent.oid)
+    for table in &written {
+        take(mode, table, pg_sys::RowExclusiveLock);
+    }
+    let children: Vec<pg_sys::Oid> = written.iter().map(|table| table.oid).collect();
+    for (table, written) in referencing_tables(&children) {
+        let lock = if written {
+            pg_sys::RowExclusiveLock
+        } else {
+            pg_sys::RowShareLock
+        };
+        for table in partition_tree(table.oid) {
+            take(mode, &table, lock);
+        }
+    }
+    let parent = if first.parent_partitioned {
+        partition_tree(first.parent_oid)
     } else {
-        Vec::new()
+        vec![Leaf {
+            oid: first.parent_oid,
+            qualified_name: first.parent_table.clone(),
+        }]
     };
-    for table in std::iter::once(parent).chain(read) {
-        take(mode, &table, pg_sys::AccessShareLock);
+    for table in &parent {
+        take(mode, table, pg_sys::AccessShareLock);
     }
 }
 

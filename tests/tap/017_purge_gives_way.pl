@@ -4,8 +4,9 @@
 #   that locks one child while the batch runs waits for the batch, and then finds the other
 #   children free: no deadlock, whatever order it locks them in (Django's test runner
 #   TRUNCATEs every table in one statement at the end of each TransactionTestCase);
-# - a batch that starts while another session holds one of those tables gives way: it waits
-#   for nothing, the run log says which table, and the next run purges once the lock is gone.
+# - a batch that starts while another session holds one of those tables (a child, or a table
+#   a native foreign key to a child makes the purge write) gives way: it waits for nothing,
+#   the run log says which table, and a later run purges once the lock is gone.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -40,6 +41,10 @@ $node->safe_psql('postgres', q{
         PERFORM pg_advisory_xact_lock(42);
         RETURN OLD;
     END $$;
+    -- A table with a native foreign key to a child: the purge's DELETE cascades into it.
+    CREATE TABLE bookmark_note (id serial PRIMARY KEY,
+                                bookmark_id int REFERENCES bookmark ON DELETE CASCADE);
+    INSERT INTO bookmark_note (bookmark_id) SELECT id FROM bookmark;
     CREATE TRIGGER wait_for_the_test BEFORE DELETE ON bookmark
         FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
     SELECT softfk_add('bookmark', 'user_id', 'auth_user');
@@ -80,7 +85,7 @@ my $app = $node->background_psql('postgres');
 my $app_pid = $app->query_safe('SELECT pg_backend_pid()');
 $app->query_until(qr/sent/, "\\echo sent\nBEGIN;\nLOCK TABLE enrollment IN ACCESS EXCLUSIVE MODE;\n");
 $node->poll_query_until('postgres', qq{
-    SELECT wait_event_type = 'Lock' OR state = 'idle in transaction'
+    SELECT wait_event_type = 'Lock' OR state = 'idle in transaction' AND query LIKE 'LOCK%'
       FROM pg_stat_activity WHERE pid = $app_pid})
   or die 'the application did not lock';
 $test->query_safe('SELECT pg_advisory_unlock(42)');
@@ -90,7 +95,7 @@ $node->poll_query_until('postgres', qq{
 # (Longer than deadlock_timeout: a worker waiting for the second child would have checked for
 # a deadlock and found none, leaving the application to find it.)
 sleep(1);
-is(error_of($app, 'TRUNCATE bookmark'), '', 'then truncates the first child without a deadlock');
+is(error_of($app, 'TRUNCATE bookmark, bookmark_note'), '', 'then truncates the first child without a deadlock');
 $app->query_safe('ROLLBACK');
 ok($node->poll_query_until('postgres', q{
         SELECT (SELECT count(*) FROM bookmark WHERE user_id = 1)
@@ -120,7 +125,7 @@ is($node->safe_psql('postgres', q{SELECT last_error IS NULL FROM softfk_status W
 is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark WHERE user_id = 2}),
     '1', 'nothing is purged while the lock is held: the whole batch gave way');
 # The application truncates the other child while the worker keeps trying: no deadlock.
-is(error_of($app, 'TRUNCATE bookmark'), '',
+is(error_of($app, 'TRUNCATE bookmark, bookmark_note'), '',
     'the application locks the other child too, without a deadlock');
 $app->query_safe('ROLLBACK');
 ok($node->poll_query_until('postgres', q{
@@ -128,8 +133,29 @@ ok($node->poll_query_until('postgres', q{
              + (SELECT count(*) FROM enrollment WHERE user_id = 2)
              + (SELECT count(*) FROM softfk.deletion) = 0}),
     'once the lock is gone, a later run purges both children and empties the queue');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark}), '8',
+
+# ---------------------------------------------------------------------------------------------
+# The same for a table the purge writes through a native foreign key's cascade.
+
+$app->query_safe('BEGIN');
+$app->query_safe('LOCK TABLE bookmark_note IN ACCESS EXCLUSIVE MODE');
+$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 3');
+ok($node->poll_query_until('postgres', q{
+        SELECT count(*) > 0 FROM softfk_purge_runs
+         WHERE errors->0->>'message' = 'the purge gave way to another session''s lock on table public.bookmark_note'}),
+    'a batch gives way to a lock on a table that a foreign key to a child makes it write');
+is(error_of($app, 'TRUNCATE bookmark, enrollment, bookmark_note'), '',
+    'and the application goes on without a deadlock');
+$app->query_safe('ROLLBACK');
+ok($node->poll_query_until('postgres', q{
+        SELECT (SELECT count(*) FROM bookmark WHERE user_id = 3)
+             + (SELECT count(*) FROM enrollment WHERE user_id = 3)
+             + (SELECT count(*) FROM softfk.deletion) = 0}),
+    'then the purge goes on');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark}), '7',
     'no row of a live user was touched');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark_note}), '7',
+    "and the cascade took the deleted users' notes with their bookmarks");
 
 $app->quit;
 $test->quit;
