@@ -23,6 +23,60 @@ pub struct Table {
     pub system: bool,
     pub owned_by_caller: bool,
     pub may_reference: bool,
+    /// What Citus made of it, when the citus extension is installed in this database.
+    pub citus: Option<CitusTable>,
+}
+
+/// A table Citus manages (`pg_dist_partition`): its rows live in shards on other nodes (or
+/// on this one, under other names), where writes fire the shards' triggers, not this table's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CitusTable {
+    /// Rows spread over shards by a distribution column (or one shard, schema-based).
+    Distributed,
+    /// A full copy on every node.
+    Reference,
+    /// One shard on the coordinator, for joins and foreign keys with reference tables.
+    Local,
+}
+
+impl CitusTable {
+    fn describe(self) -> &'static str {
+        match self {
+            CitusTable::Distributed => "a Citus distributed table",
+            CitusTable::Reference => "a Citus reference table",
+            CitusTable::Local => "a Citus local table",
+        }
+    }
+}
+
+/// What Citus made of `table`: None without the citus extension, or for a table it does not
+/// manage. (Read as the extension's owner: pg_dist_partition is Citus's catalog.)
+fn citus_table(table: pg_sys::Oid) -> Option<CitusTable> {
+    as_extension_owner(|| {
+        let installed = read_one::<bool>(
+            "SELECT pg_catalog.to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL",
+            &[],
+        )
+        .unwrap_or(false);
+        if !installed {
+            return None;
+        }
+        // partmethod 'n' (no distribution column): a reference table (replicated to every
+        // node, repmodel 't'), a Citus local table (no colocation group) or a single-shard
+        // distributed table.
+        let kind = read_one::<String>(
+            "SELECT CASE WHEN p.partmethod = 'n' AND p.repmodel = 't' THEN 'reference'
+                         WHEN p.partmethod = 'n' AND p.colocationid = 0 THEN 'local'
+                         ELSE 'distributed' END
+               FROM pg_catalog.pg_dist_partition p WHERE p.logicalrelid = $1",
+            &[table.into()],
+        )?;
+        Some(match kind.as_str() {
+            "reference" => CitusTable::Reference,
+            "local" => CitusTable::Local,
+            _ => CitusTable::Distributed,
+        })
+    })
 }
 
 pub struct Column {
@@ -65,6 +119,7 @@ impl Table {
                 system: row.column("system").unwrap(),
                 owned_by_caller: row.column("owned_by_caller").unwrap(),
                 may_reference: row.column("may_reference").unwrap(),
+                citus: citus_table(oid),
             }
         })
     }
@@ -106,6 +161,24 @@ impl Table {
                 format!("{role} \"{}\" is a temporary table", self.name),
             )
             .detail("Registrations are permanent; a temporary table cannot hold one.")
+            .raise();
+        }
+        if let Some(citus) = self.citus {
+            // The registry, the check's plan and the capture live on this node; the shards'
+            // writes run on theirs. Registered, such a table would refuse every write to its
+            // shards ("soft reference does not exist") or never capture a deleted key.
+            error(
+                ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("{role} \"{}\" is {}", self.name, citus.describe()),
+            )
+            .detail(
+                "pg_softfk does not support Citus tables yet: writes to their shards run on \
+                 other nodes (or as other tables), where no soft reference is registered.",
+            )
+            .hint(
+                "Keep a native foreign key to a reference table, or register soft references \
+                 between tables Citus does not manage (docs/citus.md).",
+            )
             .raise();
         }
     }
