@@ -15,7 +15,7 @@ use super::queue::{self, Entry};
 use super::run_lock::worker_still_holds_run_lock;
 use super::run_log;
 use super::scan;
-use super::table_locks::{lock_tables, GAVE_WAY};
+use super::table_locks::{gave_way_message, give_way, lock_tables, GAVE_WAY};
 use super::{in_transaction, Mode, Rows, Touched};
 use crate::catalog::query::{Pass, PurgeSql, KEY_TEXT_SETTINGS};
 use crate::catalog::reference::{self, OnDelete, Reference, Which};
@@ -134,12 +134,15 @@ pub fn run(
     // Every table the batch writes or reads, locked before it reads a row; the worker gives
     // way instead of waiting (src/purge/table_locks.rs).
     let usable: Vec<&Reference> = references.iter().filter_map(|r| r.as_ref().ok()).collect();
-    lock_tables(mode, &usable);
+    let gave_way = lock_tables(mode, &usable);
     if let Some(position) = entry.scan {
         // A large backlog, each child read in physical order (src/purge/scan.rs), in its first
         // pass and then in its final one. A reference that cannot be purged fails the batch:
         // the pass then goes on key by key (run()), where one failing reference is isolated
         // from the others.
+        if let Some(first) = gave_way.first() {
+            give_way(&first.table);
+        }
         SCANNING.set(true);
         let usable: Vec<&Reference> = references
             .iter()
@@ -172,6 +175,22 @@ pub fn run(
     for loaded in &references {
         let id = Reference::id_of(loaded);
         CURRENT.set((entry.id, key_count, id));
+        // Another session holds one of its tables: its keys go to a queue row of their own,
+        // which waits a little (run()); the other references go on.
+        if let Some(held) = gave_way.iter().find(|held| held.reference == id) {
+            let handed_to = as_extension_owner(|| queue::hand_over(&entry, id));
+            failures.push(serde_json::json!({
+                "queue_entry": entry.id,
+                "handed_over_to": handed_to,
+                "retry_now": false,
+                "gave_way": true,
+                "reference": id,
+                "keys": key_count,
+                "sqlstate": "55P03",
+                "message": gave_way_message(&held.table),
+            }));
+            continue;
+        }
         let outcome = match loaded {
             Err(unusable) if isolate => Err((unusable.message.clone(), "42804".to_string())),
             Err(unusable) => unusable.raise(),

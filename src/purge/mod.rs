@@ -225,9 +225,13 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                 }
                 Backoff::succeeded(done.entry);
                 for failure in done.failures {
-                    if let (Some(reference), Some(message)) =
-                        (failure["reference"].as_i64(), failure["message"].as_str())
-                    {
+                    // (A reference that gave way to another session's table lock did not fail.)
+                    let gave_way = failure["gave_way"] == true;
+                    if let (Some(reference), Some(message), false) = (
+                        failure["reference"].as_i64(),
+                        failure["message"].as_str(),
+                        gave_way,
+                    ) {
                         let message = message.to_string();
                         let _ = in_transaction(mode, || run_log::record_error(reference, &message));
                     }
@@ -238,10 +242,15 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                         {
                             let handed_to = handed_to.as_i64().expect("a queue row id");
                             failed_entries.push(handed_to);
-                            if mode == Mode::Worker {
-                                Backoff::failed(handed_to);
+                            match (mode, gave_way) {
+                                (Mode::Worker, true) => Backoff::gave_way(handed_to),
+                                (Mode::Worker, false) => Backoff::failed(handed_to),
+                                (Mode::Function, _) => {}
                             }
                         }
+                    }
+                    if gave_way {
+                        report.gave_way += 1;
                     }
                     report.errors.push(failure);
                 }
@@ -280,14 +289,14 @@ pub fn run(mode: Mode, stop: &dyn Fn() -> bool) -> Option<RunReport> {
                     "message": error.message(),
                 });
                 // The worker gave way to another session's table lock: nothing failed, and
-                // every queue row of the parent waits a little (each would give way too).
+                // the queue rows for the same references wait a little (each would give way
+                // too).
                 if table_locks::GAVE_WAY.get()
                     && error.sql_error_code() == PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE
                 {
-                    let waiting = in_transaction(mode, || {
-                        as_extension_owner(|| queue::rows_of_parent_of(entry))
-                    })
-                    .unwrap_or_else(|e| e.rethrow());
+                    let waiting =
+                        in_transaction(mode, || as_extension_owner(|| queue::rows_like(entry)))
+                            .unwrap_or_else(|e| e.rethrow());
                     for row in waiting {
                         failed_entries.push(row);
                         Backoff::gave_way(row);

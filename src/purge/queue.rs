@@ -61,12 +61,14 @@ impl ScanPosition {
 /// A larger backlog makes several such passes.
 pub const SCAN_KEYS_AT_MOST: usize = 250_000;
 
-/// The queue rows of `entry`'s parent column, `entry` included.
-pub fn rows_of_parent_of(entry: i64) -> Vec<i64> {
+/// The queue rows for the same references as `entry` (its parent column's, or its one
+/// reference's), `entry` included: the rows a batch that gave way stands for.
+pub fn rows_like(entry: i64) -> Vec<i64> {
     let mut rows = read_one::<Vec<i64>>(
         "SELECT pg_catalog.array_agg(d.id)
            FROM softfk.deletion d JOIN softfk.deletion e
              ON e.parent_table = d.parent_table AND e.parent_column = d.parent_column
+            AND e.reference_id IS NOT DISTINCT FROM d.reference_id
           WHERE e.id = $1",
         &[entry.into()],
     )

@@ -12,11 +12,13 @@
 //! cancels whichever session checks first, often the application's.
 //!
 //! So the worker never waits for one of these locks while it holds another: it asks for each
-//! without waiting, and when another session holds one in a conflicting mode (TRUNCATE, ALTER
-//! TABLE, CREATE INDEX, LOCK TABLE), or waits for one, the batch gives way. It is rolled back,
-//! the parent's queue rows wait a little (src/purge/backoff.rs), and the run log says which
-//! table it gave way on. The application's command then takes its locks. softfk_purge() is the
-//! caller's own statement: it waits for its locks, in the same order.
+//! without waiting. When another session holds one of a child's tables in a conflicting mode
+//! (TRUNCATE, ALTER TABLE, CREATE INDEX, LOCK TABLE), or waits for one, that reference gives
+//! way: its keys go to a queue row of their own, which waits a little
+//! (src/purge/backoff.rs), and the other children are purged. When none is free, or the
+//! parent is held, the whole batch gives way (rolled back). The run log names the table. The
+//! application's command then takes its locks. softfk_purge() is the caller's own statement:
+//! it waits for its locks, in the same order.
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -26,36 +28,31 @@ use crate::catalog::reference::Reference;
 use crate::catalog::table::{self, partition_tree, referencing_tables, Leaf};
 use crate::postgres::error::error;
 
-/// Lock the tables `references` (all of one parent) purge and read, or give way: an error
-/// with SQLSTATE 55P03 naming the first table another session holds.
-pub fn lock_tables(mode: Mode, references: &[&Reference]) {
+/// A reference whose tables another session holds: it gives way, the others go on.
+pub struct GaveWay {
+    pub reference: i64,
+    /// The first of its tables found locked.
+    pub table: String,
+}
+
+/// Lock the tables `references` (all of one parent) purge and read. Returns the references
+/// that give way, whose tables another session holds; when all do, or the parent is held,
+/// the whole batch gives way: an error with SQLSTATE 55P03 naming the table.
+pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
     let Some(first) = references.first() else {
-        return;
+        return Vec::new();
     };
-    let mut written: Vec<Leaf> = Vec::new();
+    let mut gave_way = Vec::new();
     for reference in references {
-        if reference.child_partitioned {
-            written.extend(partition_tree(reference.child_oid));
-        } else {
-            written.push(Leaf {
-                oid: reference.child_oid,
-                qualified_name: reference.child_table.clone(),
+        if let Err(table) = lock_child(mode, reference) {
+            gave_way.push(GaveWay {
+                reference: reference.id,
+                table,
             });
         }
     }
-    for table in &written {
-        take(mode, table, pg_sys::RowExclusiveLock);
-    }
-    let children: Vec<pg_sys::Oid> = written.iter().map(|table| table.oid).collect();
-    for (table, written) in referencing_tables(&children) {
-        let lock = if written {
-            pg_sys::RowExclusiveLock
-        } else {
-            pg_sys::RowShareLock
-        };
-        for table in partition_tree(table.oid) {
-            take(mode, &table, lock);
-        }
+    if gave_way.len() == references.len() {
+        give_way(&gave_way[0].table);
     }
     let parent = if first.parent_partitioned {
         partition_tree(first.parent_oid)
@@ -66,29 +63,72 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) {
         }]
     };
     for table in &parent {
-        take(mode, table, pg_sys::AccessShareLock);
+        if !take(mode, table, pg_sys::AccessShareLock) {
+            give_way(&table.qualified_name);
+        }
     }
+    gave_way
 }
 
-fn take(mode: Mode, table: &Leaf, lock: u32) {
-    let taken = match mode {
+/// What a reference's DELETE or UPDATE of its child takes: every table of the child's
+/// partition tree, and every table a native foreign key makes that statement read or write.
+/// Err: the first one another session holds. (The locks taken before it stay, as a
+/// statement's would: harmless, since none was waited for.)
+fn lock_child(mode: Mode, reference: &Reference) -> Result<(), String> {
+    let child = if reference.child_partitioned {
+        partition_tree(reference.child_oid)
+    } else {
+        vec![Leaf {
+            oid: reference.child_oid,
+            qualified_name: reference.child_table.clone(),
+        }]
+    };
+    for table in &child {
+        if !take(mode, table, pg_sys::RowExclusiveLock) {
+            return Err(table.qualified_name.clone());
+        }
+    }
+    let oids: Vec<pg_sys::Oid> = child.iter().map(|table| table.oid).collect();
+    for (table, written) in referencing_tables(&oids) {
+        let lock = if written {
+            pg_sys::RowExclusiveLock
+        } else {
+            pg_sys::RowShareLock
+        };
+        for table in partition_tree(table.oid) {
+            if !take(mode, &table, lock) {
+                return Err(table.qualified_name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The message of a batch or a reference that gave way on `table`.
+pub fn gave_way_message(table: &str) -> String {
+    format!("the purge gave way to another session's lock on table {table}")
+}
+
+/// The whole batch gives way: rolled back, its parent's queue rows wait (run()).
+pub fn give_way(table: &str) -> ! {
+    GAVE_WAY.set(true);
+    error(
+        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+        gave_way_message(table),
+    )
+    .detail("The batch is rolled back; a later run tries its keys again.")
+    .raise()
+}
+
+/// Take `lock` on `table`: the worker only if no one holds or awaits a conflicting one,
+/// softfk_purge() waiting for it.
+fn take(mode: Mode, table: &Leaf, lock: u32) -> bool {
+    match mode {
         Mode::Function => {
             table::lock(table.oid, lock);
             true
         }
         Mode::Worker => table::try_lock(table.oid, lock),
-    };
-    if !taken {
-        GAVE_WAY.set(true);
-        error(
-            PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-            format!(
-                "the purge gave way to another session's lock on table {}",
-                table.qualified_name
-            ),
-        )
-        .detail("The batch is rolled back; the next run tries its keys again.")
-        .raise();
     }
 }
 

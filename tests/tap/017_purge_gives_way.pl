@@ -4,9 +4,10 @@
 #   that locks one child while the batch runs waits for the batch, and then finds the other
 #   children free: no deadlock, whatever order it locks them in (Django's test runner
 #   TRUNCATEs every table in one statement at the end of each TransactionTestCase);
-# - a batch that starts while another session holds one of those tables (a child, or a table
-#   a native foreign key to a child makes the purge write) gives way: it waits for nothing,
-#   the run log says which table, and a later run purges once the lock is gone.
+# - a child another session holds when a batch starts (the child, or a table a native foreign
+#   key to it makes the purge write) gives way: the worker waits for nothing, the other
+#   children are purged, the run log says which table, and a later run purges the held child
+#   once the lock is gone; when no child is free the whole batch gives way.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -103,47 +104,54 @@ ok($node->poll_query_until('postgres', q{
     "and the deleted user's rows are purged in both children");
 
 # ---------------------------------------------------------------------------------------------
-# A batch that begins while another session holds a child gives way, and purges later.
+# A child another session holds gives way; the other child is purged meanwhile.
 
 $app->query_safe('BEGIN');
-$app->query_safe('LOCK TABLE enrollment IN ACCESS EXCLUSIVE MODE');
+$app->query_safe('LOCK TABLE enrollment IN SHARE MODE');  # (as CREATE INDEX does)
 $node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 2');
+ok($node->poll_query_until('postgres', q{SELECT count(*) = 0 FROM bookmark WHERE user_id = 2}),
+    'the free child is purged while another session holds the other one');
 ok($node->poll_query_until('postgres', q{
         SELECT count(*) > 0 FROM softfk_purge_runs
-         WHERE errors @> '[{"sqlstate": "55P03"}]'
+         WHERE errors @> '[{"sqlstate": "55P03", "gave_way": true}]'
            AND errors->0->>'message' = 'the purge gave way to another session''s lock on table public.enrollment'}),
-    'a batch that finds a child locked gives way, and the run log names the table');
+    'the held child gives way, and the run log names the table');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM enrollment WHERE user_id = 2}),
+    '1', 'its rows wait');
 is($node->safe_psql('postgres', q{
         SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
          WHERE a.backend_type = 'pg_softfk purge' AND NOT l.granted}),
     '0', 'meanwhile the worker waits for no lock');
-is($node->safe_psql('postgres', q{
-        SELECT DISTINCT status FROM softfk_purge_runs WHERE errors @> '[{"sqlstate": "55P03"}]'}),
-    'partial', 'a run that gave way is partial, not failed');
 is($node->safe_psql('postgres', q{SELECT last_error IS NULL FROM softfk_status WHERE child = 'enrollment'::regclass}),
     't', 'giving way is not an error of the reference');
-is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark WHERE user_id = 2}),
-    '1', 'nothing is purged while the lock is held: the whole batch gave way');
-# The application truncates the other child while the worker keeps trying: no deadlock.
+# The application truncates the other child too while the worker keeps trying: no deadlock.
 is(error_of($app, 'TRUNCATE bookmark, bookmark_note'), '',
     'the application locks the other child too, without a deadlock');
 $app->query_safe('ROLLBACK');
 ok($node->poll_query_until('postgres', q{
-        SELECT (SELECT count(*) FROM bookmark WHERE user_id = 2)
-             + (SELECT count(*) FROM enrollment WHERE user_id = 2)
+        SELECT (SELECT count(*) FROM enrollment WHERE user_id = 2)
              + (SELECT count(*) FROM softfk.deletion) = 0}),
-    'once the lock is gone, a later run purges both children and empties the queue');
+    'once the lock is gone, a later run purges the held child and empties the queue');
 
 # ---------------------------------------------------------------------------------------------
-# The same for a table the purge writes through a native foreign key's cascade.
+# A table the purge writes through a native foreign key's cascade counts as its child's; when
+# every child gives way, the whole batch does.
 
 $app->query_safe('BEGIN');
-$app->query_safe('LOCK TABLE bookmark_note IN ACCESS EXCLUSIVE MODE');
+$app->query_safe('LOCK TABLE bookmark_note, enrollment IN SHARE MODE');
 $node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 3');
 ok($node->poll_query_until('postgres', q{
         SELECT count(*) > 0 FROM softfk_purge_runs
-         WHERE errors->0->>'message' = 'the purge gave way to another session''s lock on table public.bookmark_note'}),
+         WHERE errors->0->>'message' = 'the purge gave way to another session''s lock on table public.bookmark_note'
+            OR errors->0->>'message' = 'the purge gave way to another session''s lock on table public.enrollment'}),
     'a batch gives way to a lock on a table that a foreign key to a child makes it write');
+is($node->safe_psql('postgres', q{
+        SELECT count(*) FROM bookmark WHERE user_id = 3}),
+    '1', 'when no child is free, nothing is purged');
+is($node->safe_psql('postgres', q{
+        SELECT status FROM softfk_purge_runs WHERE errors @> '[{"sqlstate": "55P03"}]'
+         ORDER BY id DESC LIMIT 1}),
+    'partial', 'a run that only gave way is partial, not failed');
 is(error_of($app, 'TRUNCATE bookmark, enrollment, bookmark_note'), '',
     'and the application goes on without a deadlock');
 $app->query_safe('ROLLBACK');
