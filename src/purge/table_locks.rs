@@ -54,14 +54,11 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
     if gave_way.len() == references.len() {
         give_way(&gave_way[0].table);
     }
-    let parent = if first.parent_partitioned {
-        partition_tree(first.parent_oid)
-    } else {
-        vec![Leaf {
-            oid: first.parent_oid,
-            qualified_name: first.parent_table.clone(),
-        }]
-    };
+    let parent = tree(
+        first.parent_oid,
+        &first.parent_table,
+        first.parent_partitioned,
+    );
     for table in &parent {
         if !take(mode, table, pg_sys::AccessShareLock) {
             give_way(&table.qualified_name);
@@ -75,14 +72,11 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
 /// Err: the first one another session holds. (The locks taken before it stay, as a
 /// statement's would: harmless, since none was waited for.)
 fn lock_child(mode: Mode, reference: &Reference) -> Result<(), String> {
-    let child = if reference.child_partitioned {
-        partition_tree(reference.child_oid)
-    } else {
-        vec![Leaf {
-            oid: reference.child_oid,
-            qualified_name: reference.child_table.clone(),
-        }]
-    };
+    let child = tree(
+        reference.child_oid,
+        &reference.child_table,
+        reference.child_partitioned,
+    );
     for table in &child {
         if !take(mode, table, pg_sys::RowExclusiveLock) {
             return Err(table.qualified_name.clone());
@@ -102,6 +96,17 @@ fn lock_child(mode: Mode, reference: &Reference) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A table's partition tree, without reading the catalogs for one that is not partitioned.
+fn tree(oid: pg_sys::Oid, qualified_name: &str, partitioned: bool) -> Vec<Leaf> {
+    if partitioned {
+        return partition_tree(oid);
+    }
+    vec![Leaf {
+        oid,
+        qualified_name: qualified_name.to_string(),
+    }]
 }
 
 /// The message of a batch or a reference that gave way on `table`.
