@@ -512,42 +512,54 @@ fn partition_tree_of(relation: pg_sys::Oid, relkinds: &str) -> Vec<Leaf> {
     })
 }
 
-/// The tables whose native foreign keys point at one of `tables`, with whether deleting from
-/// `tables` writes them (ON DELETE CASCADE, SET NULL, SET DEFAULT: then the tables pointing
-/// at those count too) or only reads them (NO ACTION, RESTRICT: core's check reads them FOR
-/// KEY SHARE). What a DELETE from `tables` locks besides them. Ordered by oid.
-pub fn referencing_tables(tables: &[pg_sys::Oid]) -> Vec<(Leaf, bool)> {
+/// A table whose native foreign key points at one of the tables asked about
+/// ([`referencing_tables`]), directly or through cascades.
+pub struct Referencing {
+    /// The table asked about that it points at, at the start of the chain.
+    pub referenced: pg_sys::Oid,
+    pub table: Leaf,
+    /// Whether a DELETE from `referenced` writes it (ON DELETE CASCADE, SET NULL, SET
+    /// DEFAULT: then the tables pointing at it count too) or only reads it (NO ACTION,
+    /// RESTRICT: core's check reads it FOR KEY SHARE).
+    pub written: bool,
+    pub partitioned: bool,
+}
+
+/// What a DELETE from each of `tables` locks besides it through native foreign keys, in one
+/// read of pg_constraint. Ordered by referenced table, then oid.
+pub fn referencing_tables(tables: &[pg_sys::Oid]) -> Vec<Referencing> {
     Spi::connect(|client| {
         client
             .select(
-                "WITH RECURSIVE referencing (relid, written) AS (
-                     SELECT k.conrelid, k.confdeltype IN ('c', 'n', 'd')
+                "WITH RECURSIVE referencing (referenced, relid, written) AS (
+                     SELECT k.confrelid, k.conrelid, k.confdeltype IN ('c', 'n', 'd')
                        FROM pg_catalog.pg_constraint k
                       WHERE k.contype = 'f' AND k.confrelid = ANY ($1)
                      UNION
-                     SELECT k.conrelid, k.confdeltype IN ('c', 'n', 'd')
+                     SELECT r.referenced, k.conrelid, k.confdeltype IN ('c', 'n', 'd')
                        FROM referencing r
                        JOIN pg_catalog.pg_constraint k ON k.contype = 'f' AND k.confrelid = r.relid
                       WHERE r.written)
-                 SELECT r.relid, pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified_name,
-                        pg_catalog.bool_or(r.written) AS written
+                 SELECT r.referenced, r.relid,
+                        pg_catalog.format('%I.%I', n.nspname, c.relname) AS qualified_name,
+                        pg_catalog.bool_or(r.written) AS written, c.relkind = 'p' AS partitioned
                    FROM referencing r
                    JOIN pg_catalog.pg_class c ON c.oid = r.relid
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  GROUP BY r.relid, n.nspname, c.relname
-                  ORDER BY r.relid",
+                  GROUP BY r.referenced, r.relid, n.nspname, c.relname, c.relkind
+                  ORDER BY r.referenced, r.relid",
                 None,
                 &[tables.to_vec().into()],
             )
             .expect("reading pg_constraint")
-            .map(|row| {
-                (
-                    Leaf {
-                        oid: row.column("relid").expect("a table"),
-                        qualified_name: row.column("qualified_name").expect("a table's name"),
-                    },
-                    row.column("written").expect("written"),
-                )
+            .map(|row| Referencing {
+                referenced: row.column("referenced").expect("a table"),
+                table: Leaf {
+                    oid: row.column("relid").expect("a table"),
+                    qualified_name: row.column("qualified_name").expect("a table's name"),
+                },
+                written: row.column("written").expect("written"),
+                partitioned: row.column("partitioned").expect("partitioned"),
             })
             .collect()
     })

@@ -25,7 +25,7 @@ use pgrx::PgSqlErrorCode;
 
 use super::Mode;
 use crate::catalog::reference::Reference;
-use crate::catalog::table::{self, partition_tree, referencing_tables, Leaf};
+use crate::catalog::table::{self, partition_tree, referencing_tables, Leaf, Referencing};
 use crate::postgres::error::error;
 
 /// A reference whose tables another session holds: it gives way, the others go on.
@@ -42,9 +42,15 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
     let Some(first) = references.first() else {
         return Vec::new();
     };
+    let children: Vec<Vec<Leaf>> = references
+        .iter()
+        .map(|r| tree(r.child_oid, &r.child_table, r.child_partitioned))
+        .collect();
+    let all: Vec<pg_sys::Oid> = children.iter().flatten().map(|t| t.oid).collect();
+    let referencing = referencing_tables(&all);
     let mut gave_way = Vec::new();
-    for reference in references {
-        if let Err(table) = lock_child(mode, reference) {
+    for (reference, child) in references.iter().zip(&children) {
+        if let Err(table) = lock_child(mode, child, &referencing) {
             gave_way.push(GaveWay {
                 reference: reference.id,
                 table,
@@ -68,28 +74,29 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
 }
 
 /// What a reference's DELETE or UPDATE of its child takes: every table of the child's
-/// partition tree, and every table a native foreign key makes that statement read or write.
-/// Err: the first one another session holds. (The locks taken before it stay, as a
-/// statement's would: harmless, since none was waited for.)
-fn lock_child(mode: Mode, reference: &Reference) -> Result<(), String> {
-    let child = tree(
-        reference.child_oid,
-        &reference.child_table,
-        reference.child_partitioned,
-    );
-    for table in &child {
+/// partition tree (`child`), and every table a native foreign key to one of them makes that
+/// statement read or write. Err: the first one another session holds. (The locks taken
+/// before it stay, as a statement's would: harmless, since none was waited for.)
+fn lock_child(mode: Mode, child: &[Leaf], referencing: &[Referencing]) -> Result<(), String> {
+    for table in child {
         if !take(mode, table, pg_sys::RowExclusiveLock) {
             return Err(table.qualified_name.clone());
         }
     }
-    let oids: Vec<pg_sys::Oid> = child.iter().map(|table| table.oid).collect();
-    for (table, written) in referencing_tables(&oids) {
-        let lock = if written {
+    let pointing_at_child = referencing
+        .iter()
+        .filter(|r| child.iter().any(|table| table.oid == r.referenced));
+    for found in pointing_at_child {
+        let lock = if found.written {
             pg_sys::RowExclusiveLock
         } else {
             pg_sys::RowShareLock
         };
-        for table in partition_tree(table.oid) {
+        for table in tree(
+            found.table.oid,
+            &found.table.qualified_name,
+            found.partitioned,
+        ) {
             if !take(mode, &table, lock) {
                 return Err(table.qualified_name);
             }
