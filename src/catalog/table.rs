@@ -419,6 +419,13 @@ pub fn lock(table: pg_sys::Oid, mode: u32) {
     unsafe { pg_sys::LockRelationOid(table, mode as pg_sys::LOCKMODE) };
 }
 
+/// Release one `lock` of `table` taken by [`lock`] or [`try_lock`] in this transaction, before
+/// its end: only where nothing was read under it.
+pub fn unlock(table: pg_sys::Oid, mode: u32) {
+    // SAFETY: releases one count of a lock this transaction holds on the relation.
+    unsafe { pg_sys::UnlockRelationOid(table, mode as pg_sys::LOCKMODE) };
+}
+
 /// Lock `table` in `mode` until the end of the transaction if no other session holds or
 /// awaits a lock on it in a conflicting mode; false, waiting for nothing, otherwise.
 pub fn try_lock(table: pg_sys::Oid, mode: u32) -> bool {
@@ -459,6 +466,7 @@ pub fn key_lookup(leaf: pg_sys::Oid, column: &str) -> KeyLookup {
 }
 
 /// A leaf of a partition tree ([`leaf_partitions`]).
+#[derive(Clone)]
 pub struct Leaf {
     pub oid: pg_sys::Oid,
     /// `schema.name`, quoted.

@@ -349,11 +349,11 @@ pub fn take_entry(
             locking_first: false,
             scan,
         };
-        // Later whole rows of the same parent column and pass are merged into a batch that
-        // takes its own row whole at the start of the pass.
+        // Later whole rows of the same parent column, pass and reference (all of them, or
+        // the one a row was handed over to) are merged into a batch that takes its own row
+        // whole at the start of the pass.
         let whole_row_at_pass_start = scan.is_none()
             && keys_done == 0
-            && entry.reference.is_none()
             && entry
                 .keys
                 .as_ref()
@@ -484,7 +484,8 @@ fn take_merged(
                    FROM softfk.deletion d
                   WHERE {ready}
                     AND d.parent_table::oid = $2 AND d.parent_column = $3 AND d.final_pass = $4
-                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $5 AND d.reference_id IS NULL
+                    AND d.keys IS NOT NULL AND d.keys_done = 0 AND d.id > $5
+                    AND d.reference_id IS NOT DISTINCT FROM $8
                     AND d.scan_reference IS NULL
                     AND d.deleted_by IS DISTINCT FROM pg_current_xact_id_if_assigned()
                     AND d.id <> ALL ($6)
@@ -501,6 +502,7 @@ fn take_merged(
                 entry.id.into(),
                 excluded.into(),
                 (look_for as i64).into(),
+                entry.reference.into(),
             ],
         )
         .expect("reading softfk.deletion")

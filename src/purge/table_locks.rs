@@ -75,32 +75,41 @@ pub fn lock_tables(mode: Mode, references: &[&Reference]) -> Vec<GaveWay> {
 
 /// What a reference's DELETE or UPDATE of its child takes: every table of the child's
 /// partition tree (`child`), and every table a native foreign key to one of them makes that
-/// statement read or write. Err: the first one another session holds. (The locks taken
-/// before it stay, as a statement's would: harmless, since none was waited for.)
+/// statement read or write. Err: the first one another session holds; the locks this call
+/// took are then released (no row was read under them), so that the other session's next
+/// request does not wait for the rest of the batch.
 fn lock_child(mode: Mode, child: &[Leaf], referencing: &[Referencing]) -> Result<(), String> {
-    for table in child {
-        if !take(mode, table, pg_sys::RowExclusiveLock) {
-            return Err(table.qualified_name.clone());
-        }
-    }
     let pointing_at_child = referencing
         .iter()
-        .filter(|r| child.iter().any(|table| table.oid == r.referenced));
-    for found in pointing_at_child {
-        let lock = if found.written {
-            pg_sys::RowExclusiveLock
-        } else {
-            pg_sys::RowShareLock
-        };
-        for table in tree(
-            found.table.oid,
-            &found.table.qualified_name,
-            found.partitioned,
-        ) {
-            if !take(mode, &table, lock) {
-                return Err(table.qualified_name);
+        .filter(|r| child.iter().any(|table| table.oid == r.referenced))
+        .flat_map(|found| {
+            let lock = if found.written {
+                pg_sys::RowExclusiveLock
+            } else {
+                pg_sys::RowShareLock
+            };
+            tree(
+                found.table.oid,
+                &found.table.qualified_name,
+                found.partitioned,
+            )
+            .into_iter()
+            .map(move |table| (table, lock))
+        });
+    let wanted = child
+        .iter()
+        .cloned()
+        .map(|table| (table, pg_sys::RowExclusiveLock))
+        .chain(pointing_at_child);
+    let mut taken: Vec<(pg_sys::Oid, u32)> = Vec::new();
+    for (table, lock) in wanted {
+        if !take(mode, &table, lock) {
+            for (oid, lock) in taken.into_iter().rev() {
+                table::unlock(oid, lock);
             }
+            return Err(table.qualified_name);
         }
+        taken.push((table.oid, lock));
     }
     Ok(())
 }
