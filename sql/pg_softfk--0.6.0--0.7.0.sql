@@ -59,6 +59,9 @@ SELECT r.child_table  AS child,
        CASE
            WHEN q.oldest IS NULL THEN NULL
            WHEN w.state NOT IN ('connected', 'starting') THEN 'a purge worker: ' || w.state
+           -- A lock on the child that the purge's DELETE or UPDATE would wait for: the worker
+           -- gives way to it (src/purge/table_locks.rs).
+           WHEN lk.held IS NOT NULL THEN 'the ' || lk.held || ', which the purge gives way to'
            WHEN o.holder IS NOT NULL
                THEN 'its final pass, for the ' || o.holder || ', which began before the deletion'
            WHEN t.last_error_at >= q.oldest THEN 'a retry after the error in last_error'
@@ -82,6 +85,17 @@ SELECT r.child_table  AS child,
          WHERE d.parent_table = r.parent_table AND d.parent_column = r.parent_column
            AND (d.reference_id IS NULL OR d.reference_id = r.id)) q ON true
  CROSS JOIN softfk.purge_worker() w
+ LEFT JOIN LATERAL (
+        SELECT l.mode || ' on ' || l.relation::pg_catalog.regclass::text || ' '
+               || CASE WHEN l.granted THEN 'held' ELSE 'awaited' END || ' by PID ' || l.pid AS held
+          FROM pg_catalog.pg_locks l
+         WHERE q.oldest IS NOT NULL AND l.locktype = 'relation'
+           AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                              WHERE d.datname = pg_catalog.current_database())
+           AND l.relation IN (SELECT p.relid FROM softfk.table_and_partitions(r.child_table) p)
+           AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+           AND l.pid <> pg_catalog.pg_backend_pid()
+         ORDER BY l.granted DESC, l.pid LIMIT 1) lk ON true
  LEFT JOIN LATERAL (
         SELECT pg_catalog.sum(run.keys_purged)
                  / nullif(pg_catalog.sum(extract(epoch FROM run.finished_at - run.started_at)), 0)

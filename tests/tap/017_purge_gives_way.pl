@@ -124,6 +124,9 @@ is($node->safe_psql('postgres', q{
     '0', 'meanwhile the worker waits for no lock');
 is($node->safe_psql('postgres', q{SELECT last_error IS NULL FROM softfk_status WHERE child = 'enrollment'::regclass}),
     't', 'giving way is not an error of the reference');
+is($node->safe_psql('postgres', q{SELECT waiting_for FROM softfk_status WHERE child = 'enrollment'::regclass}),
+    "the ShareLock on enrollment held by PID $app_pid, which the purge gives way to",
+    'softfk_status says what the keys wait for, and who holds it');
 # The application truncates the other child too while the worker keeps trying: no deadlock.
 is(error_of($app, 'TRUNCATE bookmark, bookmark_note'), '',
     'the application locks the other child too, without a deadlock');
