@@ -178,17 +178,9 @@ pub fn run(
         // Another session holds one of its tables: its keys go to a queue row of their own,
         // which waits a little (run()); the other references go on.
         if let Some(held) = gave_way.iter().find(|held| held.reference == id) {
-            let handed_to = as_extension_owner(|| queue::hand_over(&entry, id));
-            failures.push(serde_json::json!({
-                "queue_entry": entry.id,
-                "handed_over_to": handed_to,
-                "retry_now": false,
-                "gave_way": true,
-                "reference": id,
-                "keys": key_count,
-                "sqlstate": "55P03",
-                "message": gave_way_message(&held.table),
-            }));
+            let mut handed = hand_over(&entry, id, false, "55P03", &gave_way_message(&held.table));
+            handed["gave_way"] = true.into();
+            failures.push(handed);
             continue;
         }
         let outcome = match loaded {
@@ -216,19 +208,10 @@ pub fn run(
         let purged = match outcome {
             Ok(done) => done,
             Err((message, sqlstate)) => {
-                let handed_to = as_extension_owner(|| queue::hand_over(&entry, id));
                 // Rows split from a merged batch are tried again in this run, each alone; a
                 // row that failed alone waits (run()).
                 let retry_now = !entry.merged.is_empty();
-                failures.push(serde_json::json!({
-                    "queue_entry": entry.id,
-                    "handed_over_to": handed_to,
-                    "retry_now": retry_now,
-                    "reference": id,
-                    "keys": key_count,
-                    "sqlstate": sqlstate,
-                    "message": message,
-                }));
+                failures.push(hand_over(&entry, id, retry_now, &sqlstate, &message));
                 continue;
             }
         };
@@ -261,6 +244,27 @@ pub fn run(
         keys: key_count.into(),
         rows,
         failures,
+    })
+}
+
+/// Hand `reference`'s keys of this batch over to queue rows of their own
+/// ([`queue::hand_over`]); what the run log records of it.
+fn hand_over(
+    entry: &Entry,
+    reference: i64,
+    retry_now: bool,
+    sqlstate: &str,
+    message: &str,
+) -> serde_json::Value {
+    let handed_to = as_extension_owner(|| queue::hand_over(entry, reference));
+    serde_json::json!({
+        "queue_entry": entry.id,
+        "handed_over_to": handed_to,
+        "retry_now": retry_now,
+        "reference": reference,
+        "keys": entry.keys.as_ref().map_or(0, Vec::len),
+        "sqlstate": sqlstate,
+        "message": message,
     })
 }
 
