@@ -7,7 +7,8 @@
 # - a child another session holds when a batch starts (the child, or a table a native foreign
 #   key to it makes the purge write) gives way: the worker waits for nothing, the other
 #   children are purged, the run log says which table, and a later run purges the held child
-#   once the lock is gone; when no child is free the whole batch gives way.
+#   once the lock is gone; when no child is free the whole batch gives way; a child that
+#   gives way keeps no lock while the batch goes on.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -47,6 +48,8 @@ $node->safe_psql('postgres', q{
                                 bookmark_id int REFERENCES bookmark ON DELETE CASCADE);
     INSERT INTO bookmark_note (bookmark_id) SELECT id FROM bookmark;
     CREATE TRIGGER wait_for_the_test BEFORE DELETE ON bookmark
+        FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
+    CREATE TRIGGER wait_for_the_test BEFORE DELETE ON enrollment
         FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
     SELECT softfk_add('bookmark', 'user_id', 'auth_user');
     SELECT softfk_add('enrollment', 'user_id', 'auth_user');
@@ -167,6 +170,28 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark}), '7',
     'no row of a live user was touched');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM bookmark_note}), '7',
     "and the cascade took the deleted users' notes with their bookmarks");
+
+# ---------------------------------------------------------------------------------------------
+# A child that gives way on a table a foreign key to it makes the purge write lets go of the
+# child itself: the batch, held in the other child, keeps no lock on it.
+
+$test->query_safe('SELECT pg_advisory_lock(42)');
+$app->query_safe('BEGIN');
+$app->query_safe('LOCK TABLE bookmark_note IN SHARE MODE');
+$node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 4');
+$node->poll_query_until('postgres', $worker_waits_for_the_test)
+  or die 'the batch never reached the other child';
+is($node->safe_psql('postgres', q{
+        SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+         WHERE a.backend_type = 'pg_softfk purge' AND l.relation = 'bookmark'::regclass}),
+    '0', 'the child that gave way is not left locked while the batch goes on');
+$test->query_safe('SELECT pg_advisory_unlock(42)');
+$app->query_safe('ROLLBACK');
+ok($node->poll_query_until('postgres', q{
+        SELECT (SELECT count(*) FROM bookmark WHERE user_id = 4)
+             + (SELECT count(*) FROM enrollment WHERE user_id = 4)
+             + (SELECT count(*) FROM softfk.deletion) = 0}),
+    'and both are purged once the lock is gone');
 
 $app->quit;
 $test->quit;
