@@ -148,8 +148,7 @@ $app->query_safe('LOCK TABLE bookmark_note, enrollment IN SHARE MODE');
 $node->safe_psql('postgres', 'DELETE FROM auth_user WHERE id = 3');
 ok($node->poll_query_until('postgres', q{
         SELECT count(*) > 0 FROM softfk_purge_runs
-         WHERE errors->0->>'message' = 'the purge gave way to another session''s lock on table public.bookmark_note'
-            OR errors->0->>'message' = 'the purge gave way to another session''s lock on table public.enrollment'}),
+         WHERE errors @> '[{"message": "the purge gave way to another session''s lock on table public.bookmark_note"}]'}),
     'a batch gives way to a lock on a table that a foreign key to a child makes it write');
 is($node->safe_psql('postgres', q{
         SELECT count(*) FROM bookmark WHERE user_id = 3}),
